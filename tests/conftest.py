@@ -1,0 +1,59 @@
+"""Shared fixtures: small configs and quantised models built once per session."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from m3vit.codegen.config import DesignConfig, load_config, parse_config
+from m3vit.sim.quantize import QuantizedModel, quantize_state_dict
+from m3vit.sim.reference import build_reference
+
+MICRO = {
+    "name": "micro",
+    "model": {
+        "image_size": [8, 12], "patch_size": 4, "dim": 16, "depth": 2, "num_heads": 2, "mlp_ratio": 2,
+        "num_experts": 4, "top_k": 2, "expert_hidden": 12,
+        "tasks": [{"name": "seg", "channels": 3}, {"name": "depth", "channels": 1}],
+    },
+    "hardware": {"attn_key_block": 2, "mac_in": 4, "mac_out": 4, "token_tile": 4},
+}
+"""7 tokens, 2 heads, key blocks of 2 (the last one short): small enough for the scalar spec oracle."""
+
+
+def micro_config(**model_overrides: object) -> DesignConfig:
+    data = {**MICRO, "model": {**MICRO["model"], **model_overrides}}
+    return parse_config(data, "micro")
+
+
+@functools.cache
+def reference_and_qmodel(cfg_json: str, seed: int):
+    cfg = DesignConfig.model_validate_json(cfg_json)
+    ref = build_reference(cfg, seed=seed)
+    return ref, quantize_state_dict(cfg, ref.state_dict())
+
+
+def quantized(cfg: DesignConfig, seed: int = 0) -> QuantizedModel:
+    """The reference model at trained scale for ``cfg``, quantised (cached per config and seed)."""
+    return reference_and_qmodel(cfg.model_dump_json(), seed)[1]
+
+
+def reference(cfg: DesignConfig, seed: int = 0):
+    return reference_and_qmodel(cfg.model_dump_json(), seed)[0]
+
+
+def random_image(cfg: DesignConfig, seed: int = 1, scale: float = 1.0) -> np.ndarray:
+    m = cfg.model
+    return np.random.default_rng(seed).normal(0.0, scale, (m.in_channels, *m.image_size))
+
+
+@pytest.fixture(scope="session")
+def tiny() -> DesignConfig:
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def micro() -> DesignConfig:
+    return micro_config()

@@ -72,7 +72,7 @@ def _extra_benches() -> list[Callable[[], object]]:
     """Benchmarks contributed by other modules (C simulation, RTL), when they are present."""
     benches: list[Callable[[], object]] = []
     try:
-        from m3vit.sim.csim import bench as csim_bench  # noqa: PLC0415
+        from m3vit.sim.csim import bench as csim_bench
     except ImportError:
         pass
     else:

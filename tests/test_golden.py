@@ -120,7 +120,8 @@ def _with_router(q: QuantizedModel, weight: float | None, bias: np.ndarray) -> Q
     for b in q.blocks:
         if b.experts is not None:
             w = b.experts.router_w * 0 if weight == 0 else b.experts.router_w
-            ex = dataclasses.replace(b.experts, router_w=w, router_b=np.broadcast_to(bias, b.experts.router_b.shape).copy())
+            router_b = np.broadcast_to(bias, b.experts.router_b.shape).copy()
+            ex = dataclasses.replace(b.experts, router_w=w, router_b=router_b)
             b = dataclasses.replace(b, experts=ex)
         blocks.append(b)
     return dataclasses.replace(q, blocks=blocks)

@@ -322,8 +322,9 @@ def numerics_problems(cfg: DesignConfig) -> list[str]:
                 f"numerics: {name} requantises {src} ({fin}) × weight ({w}) to {dst} ({fout}) with a left "
                 f"shift of {-shift}; {dst}.frac must be ≤ {fin.frac + w.frac}"
             )
-        # worst case |Σ a·w + bias| must fit the accumulator
-        need = (fin.bits - 1) + (w.bits - 1) + math.ceil(math.log2(k + 1)) + 1
+        # worst case |Σ a·w + bias| must fit the accumulator: K products plus a bias of bias_bits
+        products = (fin.bits - 1) + (w.bits - 1) + math.ceil(math.log2(k))
+        need = max(products, n.bias_bits - 1) + 2
         if need > n.acc_bits:
             problems.append(
                 f"numerics.acc_bits = {n.acc_bits} is too narrow for {name} (K = {k}): needs ≥ {need}"
@@ -336,6 +337,12 @@ def numerics_problems(cfg: DesignConfig) -> list[str]:
     ):
         if need > n.acc_bits:
             problems.append(f"numerics.acc_bits = {n.acc_bits} is too narrow for {what}: needs ≥ {need}")
+    ln_v_bits = 2 * (n.act.bits - 1) + 2 * math.ceil(math.log2(m.dim)) + 1
+    if ln_v_bits > 52:
+        problems.append(
+            f"numerics: LayerNorm over dim = {m.dim} with act ({n.act}) needs a {ln_v_bits}-bit variance "
+            f"register; at most 52 bits are supported (narrow act or reduce dim)"
+        )
     if n.ln_param.frac + n.ln_hat_frac < n.norm.frac:
         problems.append(
             f"numerics: LayerNorm output norm.frac = {n.norm.frac} must be ≤ ln_param.frac + ln_hat_frac "

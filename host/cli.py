@@ -1,103 +1,280 @@
 """The ``m3vit`` command line.
 
-Sub-commands are thin wrappers: each parses its arguments, calls one library function and prints a
-short summary. Errors that a user can fix (bad config, unknown task, missing tool) print one line
-prefixed ``m3vit: error:`` and exit with status 2.
+Sub-commands are thin wrappers: each parses its arguments, calls library functions and prints a short
+summary. Errors that a user can fix (bad config, unknown task, corrupt weights, missing tool) print one
+line prefixed ``m3vit: error:`` and exit with status 2 (1 when a check or a tool run fails).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from m3vit.codegen.config import ConfigError, load_config
+from m3vit import REPO_ROOT
+from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 
 
-def cmd_check(args: argparse.Namespace) -> None:
+class UserError(RuntimeError):
+    """A problem the user can fix; printed as one line."""
+
+
+def build_dir(cfg: DesignConfig, out: str | None) -> Path:
+    return Path(out) if out else REPO_ROOT / "build" / cfg.name
+
+
+# ------------------------------------------------------------------------------------------ check
+def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config and print its derived sizes."""
     cfg = load_config(args.config)
-    m, hw = cfg.model, cfg.hardware
+    m, hw, n = cfg.model, cfg.hardware, cfg.numerics
     print(f"{cfg.name}: valid (hash {cfg.config_hash()[:12]})")
     print(f"  image {m.image_size[0]}x{m.image_size[1]}, patch {m.patch_size} -> {m.num_tokens} tokens")
     print(f"  dim {m.dim}, depth {m.depth}, heads {m.num_heads} (head dim {m.head_dim}), dense MLP {m.mlp_hidden}")
     print(f"  MoE blocks {sorted(m.moe_block_set)}: {m.num_experts} experts top-{m.top_k}, hidden {m.expert_hidden},"
           f" gate {m.gate}")
     print(f"  tasks: {', '.join(f'{t.name}({t.channels})' for t in m.tasks)}")
-    n = cfg.numerics
     print("  formats: " + ", ".join(f"{k} {getattr(n, k)}" for k in
                                     ("input", "act", "norm", "qkv", "hidden", "logit", "weight", "ln_param")))
     print(f"  hardware: {hw.board} ({hw.board_spec.part}) @ {hw.clock_mhz:g} MHz, MAC {hw.mac_in}x{hw.mac_out}")
+    return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    """Float reference vs bit-accurate golden model, every task, on a sample image."""
-    import torch
+# ------------------------------------------------------------------------------------------ generate
+def generate(cfg: DesignConfig, out: Path) -> Path:
+    """The whole generated project: the Vitis HLS project and the Vivado bitstream script."""
+    from m3vit.codegen.hls import generate_project
+    from m3vit.codegen.vivado import write_bitstream_tcl
 
-    from m3vit.sim.golden import GoldenModel
-    from m3vit.sim.quantize import quantize_state_dict
+    project = generate_project(cfg, out)
+    regmap = json.loads((project / "register_map.json").read_text())
+    bundles = [a["bundle"] for a in regmap["args"] if a["kind"] == "pointer"]
+    write_bitstream_tcl(cfg, project / "vivado", regmap["top"], bundles)
+    return project
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write the Vitis HLS project (C++, testbench, run_hls.tcl, register map, layouts) and the Vivado script."""
+    cfg = load_config(args.config)
+    project = generate(cfg, build_dir(cfg, args.out))
+    print(f"generated {project} (HLS project; Vivado script in {project / 'vivado' / 'build_bitstream.tcl'})")
+    return 0
+
+
+def cmd_csim(args: argparse.Namespace) -> int:
+    """Compile the generated C++ with g++ and compare every layer of every task with the golden model."""
+    from m3vit.sim.csim import main as csim_main
+
+    argv = [args.config, *(["-o", args.out] if args.out else []), *(["--no-layers"] if args.no_layers else [])]
+    return csim_main(argv)
+
+
+# ------------------------------------------------------------------------------------------ weights
+def load_float_model(cfg: DesignConfig, model: str, seed: int):
+    """A reference model with the weights of ``model``: a checkpoint file, or ``random`` (trained-scale init)."""
     from m3vit.sim.reference import build_reference
 
+    ref = build_reference(cfg, seed=seed)
+    if model != "random":
+        from m3vit.sim.checkpoint import import_weights
+
+        if not Path(model).is_file():
+            raise UserError(f"model file {model!r} does not exist (give a checkpoint, or 'random')")
+        import_weights(ref, model)
+    return ref.eval()
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """Quantise a model to the config's formats and write the .m3w weights file in the kernel's DDR layout."""
+    from m3vit.host.weights import pack_model
+
     cfg = load_config(args.config)
+    ref = load_float_model(cfg, args.model, args.seed)
+    manifest = pack_model(cfg, ref.state_dict(), args.output)
+    sat = sum(manifest.get("weights_saturated", {}).values())
+    print(f"wrote {args.output}: {manifest['device']['size']} device bytes in {len(manifest['device']['tensors'])} "
+          f"tensors, {len(manifest['host']['tensors'])} host tensors, config hash {manifest['config_hash'][:12]}, "
+          f"{sat} weights saturated")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ run
+def open_accelerator(args: argparse.Namespace):
+    from m3vit.host.driver import Accelerator
+
+    if args.bitfile:
+        return Accelerator.board(args.bitfile, args.weights, config=args.config)
+    return Accelerator.simulated(args.config, args.weights)
+
+
+def sample_images(cfg: DesignConfig, n: int, seed: int = 0) -> np.ndarray:
+    """Deterministic sample images [n, C, H, W]: the synthetic multi-task scenes when available."""
+    try:
+        from m3vit.sim.data import sample_images as scenes
+    except ImportError:
+        scenes = None
+    if scenes is not None:
+        return scenes(cfg, n, seed)
     m = cfg.model
-    print(f"== {cfg.name}: {m.num_tokens} tokens, depth {m.depth}, {m.num_experts} experts top-{m.top_k}, "
-          f"tasks {m.task_names}")
-    ref = build_reference(cfg, seed=args.seed)
-    q = quantize_state_dict(cfg, ref.state_dict())
-    print(f"quantised weights to {cfg.numerics.weight}; weights saturated: {sum(q.saturation.values())}")
-    golden = GoldenModel(cfg, q)
-    image = np.random.default_rng(args.seed).normal(0, 1, (m.in_channels, *m.image_size))
-    image_q = golden.quantize_image(image)
-    batch = torch.from_numpy(image[None]).float()
-    for task in m.task_names:
-        t0 = time.perf_counter()
-        res = golden.run(image_q, task)
-        dt = time.perf_counter() - t0
-        got = res.tokens * cfg.numerics.act.lsb
-        with torch.no_grad():
-            out = ref(batch, task)
-            head = ref.head(torch.from_numpy(got[None]).float(), task)[0]
-        want = out.tokens[0].double().numpy()
-        cos = float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want))
-        loads = {i: r.load.tolist() for i, r in res.routing.items()}
-        sat = sum(sum(v.values()) for v in res.saturation.values())
-        print(f"-- task {task}: golden {dt * 1e3:.1f} ms, cosine vs float {cos:.5f}, saturations {sat}, "
-              f"head output {list(head.shape)} range [{head.min():.3f}, {head.max():.3f}]")
-        for i, load in loads.items():
-            print(f"   block {i} expert load: {load}")
+    return np.random.default_rng(seed).normal(0, 1, (n, m.in_channels, *m.image_size)).astype(np.float32)
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
-    "check": (cmd_check, "validate a config (path or preset name) and print its derived sizes"),
-    "demo": (cmd_demo, "run the float reference and the bit-accurate golden model for every task"),
-}
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run sample images through the accelerator (the digital twin, or a board with --bitfile)."""
+    cfg = load_config(args.config)
+    images = np.load(args.images) if args.images else sample_images(cfg, args.count, args.seed)
+    with open_accelerator(args) as acc:
+        tasks = [args.task] if args.task else cfg.model.task_names
+        for task in tasks:
+            t0 = time.perf_counter()
+            out = acc.predict(images, task)
+            dt = time.perf_counter() - t0
+            print(f"task {task}: output {list(out.shape)}, mean {out.mean():+.4f}, std {out.std():.4f} "
+                  f"({dt * 1e3:.1f} ms for {len(images)} images, {'board' if args.bitfile else 'twin'})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ bitstream
+def cmd_bitstream(args: argparse.Namespace) -> int:
+    """Run Vitis HLS (export) and Vivado (block design → write_bitstream); leaves NAME.bit + NAME.hwh."""
+    from m3vit.codegen.hls import find_hls_tool
+
+    cfg = load_config(args.config)
+    hls_tool = find_hls_tool()
+    missing = [what for what, ok in (("vitis-run or vitis_hls (Vitis HLS)", hls_tool),
+                                     ("vivado", shutil.which("vivado"))) if not ok]
+    if missing:
+        raise UserError(f"missing tool: {' and '.join(missing)} not on PATH; source Vitis/Vivado settings64.sh")
+    project = generate(cfg, build_dir(cfg, args.out))
+    env = {**__import__("os").environ, "M3VIT_SKIP_COSIM": "1", "M3VIT_SKIP_CSIM": "1"}
+    if subprocess.call([hls_tool[0], *hls_tool[1]], cwd=project, env=env) != 0:
+        raise UserError(f"Vitis HLS failed in {project}; see its log there")
+    out = project / "bitstream"
+    ip_repo = project / "hls_prj" / "solution1" / "impl" / "ip"
+    cmd = ["vivado", "-mode", "batch", "-source", str(project / "vivado" / "build_bitstream.tcl"),
+           "-tclargs", str(ip_repo), str(out), str(args.jobs)]
+    if subprocess.call(cmd, cwd=project / "vivado") != 0:
+        raise UserError(f"Vivado failed; see {project / 'vivado'}")
+    write_bitstream_sidecars(cfg, project, out)
+    print(f"bitstream: {out / (cfg.name + '.bit')} with {cfg.name}.hwh, .yaml, .json and register_map.json")
+    return 0
+
+
+def write_bitstream_sidecars(cfg: DesignConfig, project: Path, out: Path) -> None:
+    """What the driver needs beside NAME.bit/NAME.hwh: the config, its hash and the register map."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{cfg.name}.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    (out / f"{cfg.name}.json").write_text(json.dumps({"design": cfg.name, "config_hash": cfg.config_hash()}) + "\n")
+    shutil.copyfile(project / "register_map.json", out / "register_map.json")
+
+
+# ------------------------------------------------------------------------------------------ delegates
+def _delegate(module: str, func: str, argv: list[str]) -> int:
+    mod = __import__(module, fromlist=[func])
+    return int(getattr(mod, func)(argv) or 0)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks printed as ratios measured side by side (golden vs PyTorch, C simulation, model)."""
+    return _delegate("m3vit.sim.bench", "main", args.rest)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """HTML + markdown performance report with plots (latency breakdown, roofline, expert loads, schedules)."""
+    return _delegate("m3vit.sim.report", "main", args.rest)
+
+
+def cmd_dse(args: argparse.Namespace) -> int:
+    """Design-space exploration: Pareto front of parallelism knobs and formats; writes the best config."""
+    return _delegate("m3vit.codegen.dse", "main", args.rest)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model (multi-gate MoE, balance loss; DDP under torchrun) on the synthetic multi-task scenes."""
+    return _delegate("m3vit.sim.train", "main", args.rest)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Task metrics (mIoU, RMSE, edge F-score, Δm) of a checkpoint, float and fixed point."""
+    return _delegate("m3vit.sim.metrics", "eval_main", args.rest)
+
+
+# ------------------------------------------------------------------------------------------ demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate, C-simulate and verify the accelerator, then run every task through the driver on the twin."""
+    from m3vit.host.demo import run_demo
+
+    return run_demo(args.config, seed=args.seed)
+
+
+# ------------------------------------------------------------------------------------------ parser
+Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="m3vit", description="Deploy multi-task Mixture-of-Experts ViTs (M3ViT) on Xilinx FPGAs."
+        prog="m3vit",
+        description="Deploy multi-task Mixture-of-Experts ViTs (M3ViT) on Xilinx FPGAs: generate the HLS "
+                    "accelerator, verify it bit for bit, pack weights, and run it on a board or its digital twin.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (fn, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("config", nargs="?", default="tiny", help="config file or preset name (default: tiny)")
-        if name == "demo":
-            p.add_argument("--seed", type=int, default=0, help="seed of the sample weights and image")
+
+    def add(name: str, fn: Handler, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        if config:
+            p.add_argument("config", help="config file or preset name (tiny, vit_tiny_cityscapes, "
+                                          "m3vit_small_pascal, m3vit_small_nyud)")
         p.set_defaults(func=fn)
+        return p
+
+    add("check", cmd_check)
+    p = add("generate", cmd_generate)
+    p.add_argument("-o", "--out", help="output directory (default build/<name>)")
+    p = add("csim", cmd_csim)
+    p.add_argument("-o", "--out", help="project directory (default build/<name>)")
+    p.add_argument("--no-layers", action="store_true", help="compare final tokens only")
+    p = sub.add_parser("pack", help=cmd_pack.__doc__, description=cmd_pack.__doc__)
+    p.add_argument("model", help="checkpoint (.safetensors, or .pt/.pth loaded with weights_only) or 'random'")
+    p.add_argument("config", help="config file or preset name")
+    p.add_argument("-o", "--output", required=True, help="weights file to write (.m3w)")
+    p.add_argument("--seed", type=int, default=0, help="seed for 'random' weights")
+    p.set_defaults(func=cmd_pack)
+    p = add("run", cmd_run)
+    p.add_argument("weights", help=".m3w weights file (m3vit pack)")
+    p.add_argument("--bitfile", help="run on a board: NAME.bit (with NAME.hwh beside it); default: the twin")
+    p.add_argument("--task", help="one task (default: every task)")
+    p.add_argument("--images", help=".npy file of float images [N, C, H, W] (default: sample scenes)")
+    p.add_argument("--count", type=int, default=2, help="number of sample images")
+    p.add_argument("--seed", type=int, default=0)
+    p = add("bitstream", cmd_bitstream)
+    p.add_argument("-o", "--out", help="project directory (default build/<name>)")
+    p.add_argument("--jobs", type=int, default=2, help="Vivado implementation jobs")
+    p = add("demo", cmd_demo)
+    p.add_argument("--seed", type=int, default=0)
+    for name, fn in (("bench", cmd_bench), ("report", cmd_report), ("dse", cmd_dse), ("train", cmd_train),
+                     ("eval", cmd_eval)):
+        p = add(name, fn, config=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=f"arguments of {name} (see m3vit {name} -- --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
-        print(f"m3vit: error: {err}", file=sys.stderr)
+        return args.func(args)
+    except (ConfigError, UserError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"m3vit: error: {msg}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ def isqrt(v: np.ndarray) -> np.ndarray:
 def recip(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """RECIP: for v ≥ 1, L = bit_length(v), R = ⌊(2^(L+15) + ⌊v/2⌋) / v⌋ ∈ [2^15, 2^16]."""
     v = np.asarray(v, dtype=np.int64)
-    if np.any(v < 1):
-        raise ValueError("RECIP needs v ≥ 1")
+    if np.any(v < 1) or np.any(v >= 1 << 47):
+        raise ValueError("RECIP needs 1 ≤ v < 2^47 (its 2^(L+15) numerator is kept in 63 bits)")
     length = bit_length(v)
     r = ((np.int64(1) << (length + RECIP_FRAC)) + (v >> 1)) // v
     return r, length

@@ -195,13 +195,17 @@ class GoldenModel:
         zscale = self.k.attn_scale * 2.0**-shift  # s·C·2^-shift is exact: < 2^53 significant bits
         z_bound = (1 << (2 * (n.qkv.bits - 1))) * hd * self.k.attn_scale / 2.0**shift + 1
         z_can_saturate = z_bound >= 2 ** (SCORE_BITS - 1)
+        sc_exact = (1 << (2 * (n.qkv.bits - 1))) * hd * self.k.attn_scale < 2**53
         lim = self._exp2_flat.size - 1
         l_acc = acc = m_run = None
         for lo in range(0, t, bk):
             z = np.matmul(q, k_t[:, :, lo : lo + bk])  # scores s, [H, T, B]
-            z *= zscale
-            z += 0.5
-            np.floor(z, out=z)  # z = RSHR(s·C, shift)
+            if sc_exact:
+                z *= zscale
+                z += 0.5
+                np.floor(z, out=z)  # z = RSHR(s·C, shift)
+            else:  # s·C may reach 2^53: take the product in int64 (the HLS generator bounds it by 2^63)
+                z = rshr(z.astype(np.int64) * self.k.attn_scale, shift).astype(np.float64)
             if z_can_saturate:
                 z = saturate_bits(z.astype(np.int64), SCORE_BITS, log, "score").astype(np.float64)
             m_new = z.max(axis=-1, keepdims=True)

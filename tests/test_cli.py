@@ -16,7 +16,7 @@ def test_check_prints_derived_sizes(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_runs_every_task(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert "task semseg" in out and "task depth" in out and "cosine vs float 0.99" in out
+    assert "bit-exact at" in out and "twin == golden: True" in out and "demo passed" in out
 
 
 def test_bad_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
@@ -25,3 +25,39 @@ def test_bad_config_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path) ->
     assert main(["check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("m3vit: error:") and "num_heads = 5" in err and "\n" not in err
+
+
+def test_generate_pack_run_on_the_twin(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert main(["generate", "tiny", "-o", str(tmp_path / "proj")]) == 0
+    assert (tmp_path / "proj" / "vivado" / "build_bitstream.tcl").is_file()
+    weights = tmp_path / "tiny.m3w"
+    assert main(["pack", "random", "tiny", "-o", str(weights)]) == 0
+    assert weights.is_file()
+    assert main(["run", "tiny", str(weights), "--count", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "task semseg: output [1, 5, 32, 32]" in out and "twin" in out
+
+
+def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert main(["pack", str(tmp_path / "missing.safetensors"), "tiny", "-o", str(tmp_path / "x.m3w")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.m3w"
+    bad.write_bytes(b"garbage")
+    assert main(["run", "tiny", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("m3vit: error:") and "bad magic" in err and "\n" not in err
+
+
+def test_bitstream_without_tools_names_what_is_missing(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert main(["bitstream", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing tool: vitis-run or vitis_hls (Vitis HLS) and vivado not on PATH" in err and "\n" not in err
+
+
+def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("generate", "csim", "pack", "run", "bench", "report", "dse", "train", "eval", "bitstream", "demo"):
+        assert cmd in out

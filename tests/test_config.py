@@ -63,6 +63,7 @@ def test_board_presets() -> None:
         ({"model.tasks": [{"name": "keys", "channels": 3}]}, "reserved"),
         ({"model.tasks": [{"name": "a", "channels": 1}, {"name": "a", "channels": 2}]}, "duplicate"),
         ({"hardware.clock_mhz": 900}, "exceeds zcu104's limit"),
+        ({"model.dim": 4096, "model.num_heads": 8}, "needs a 55-bit variance register"),
         ({"name": "x; rm -rf"}, "design name"),
     ],
 )

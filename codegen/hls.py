@@ -1,0 +1,785 @@
+"""Config → a self-contained Vitis HLS project for the M³ViT accelerator (C++, Tcl, testbench, maps).
+
+``generate_project(cfg, out_dir)`` checks that the kernels support ``cfg`` (:func:`hls_problems`),
+then writes::
+
+    out_dir/
+      src/m3vit_config.h     constexpr sizes, formats, shifts, typedefs, the emitted tables, offsets
+      src/m3vit_top.h/.cpp   the top function (interface pragmas from TOP_ARGS)
+      src/m3vit_*.h          the kernel library, copied from hls/
+      tb/tb_m3vit.cpp        C-simulation testbench: packed weights + images + golden taps from data/
+      tb/m3vit_csim_api.cpp  ctypes entry points used by m3vit.sim.csim
+      run_hls.tcl            csim → csynth → cosim → export_design -format ip_catalog
+      hls_config.cfg         the same for ``v++ -c --mode hls`` / ``vitis-run --config``
+      Makefile               ``make csim`` (g++) and ``make hls`` (Vitis)
+      register_map.json      s_axilite map (from TOP_ARGS, the same description that writes the C++)
+      weight_layout.json     weight, scratch and I/O layouts (m3vit.codegen.layout)
+      README.md
+
+Nothing is written when the config is rejected. The generator knows no simulator and no board driver;
+``m3vit.sim.csim`` compiles what it writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from m3vit import REPO_ROOT
+from m3vit.codegen.config import ConfigError, DesignConfig, load_config
+from m3vit.codegen.layout import (
+    SAT_CLASSES,
+    container_bits,
+    layer_taps,
+    scratch_layout,
+    weight_layout,
+    write_layout_json,
+)
+from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
+
+HLS_DIR = REPO_ROOT / "hls"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "hls"
+KERNEL_HEADERS = (
+    "m3vit_types.h",
+    "m3vit_prims.h",
+    "m3vit_dma.h",
+    "m3vit_mac.h",
+    "m3vit_layernorm.h",
+    "m3vit_linear.h",
+    "m3vit_embed.h",
+    "m3vit_attention.h",
+    "m3vit_moe.h",
+    "m3vit_backbone.h",
+)
+CSIM_API = "m3vit_csim_api.cpp"
+TOP_NAME = "m3vit_top"
+MAX_NATIVE_BITS = 63
+"""Every intermediate kept in a 64-bit register must fit 63 bits (the golden model's int64 as well)."""
+COSIM_IMAGES = 1
+"""Images per call the m_axi ``depth`` pragmas are sized for (the testbench runs one image per call)."""
+
+
+# ------------------------------------------------------------------------------------ top signature
+@dataclass(frozen=True)
+class TopArg:
+    """One argument of the top function; the C++ signature, pragmas and register map all come from these."""
+
+    name: str
+    kind: str  # "scalar" | "pointer"
+    ctype: str  # C++ type in the signature
+    bits: int  # width of the value in the s_axilite register file (pointers: 64)
+    doc: str
+    bundle: str = ""  # m_axi bundle (pointers)
+    access: str = "r"  # pointers: "r", "w" or "rw"
+
+
+TOP_ARGS: tuple[TopArg, ...] = (
+    TopArg("num_images", "scalar", "unsigned", 32, "images (or token matrices) processed by one start"),
+    TopArg("task", "scalar", "unsigned", 32, "task id: selects each MoE layer's router; nothing is reloaded"),
+    TopArg(
+        "first_layer",
+        "scalar",
+        "unsigned",
+        32,
+        "first layer to run (0 = patch embedding, i + 1 = block i); input holds tokens when > 0",
+    ),
+    TopArg(
+        "last_layer", "scalar", "unsigned", 32, "last layer to run, inclusive (depth = the whole backbone)"
+    ),
+    TopArg(
+        "weights",
+        "pointer",
+        "const m3vit::cfg::word_t*",
+        64,
+        "packed weights (weight_layout.json)",
+        bundle="gmem_w",
+        access="r",
+    ),
+    TopArg(
+        "scratch",
+        "pointer",
+        "m3vit::cfg::word_t*",
+        64,
+        "activation scratch (weight_layout.json: scratch)",
+        bundle="gmem_s",
+        access="rw",
+    ),
+    TopArg(
+        "input",
+        "pointer",
+        "const m3vit::cfg::word_t*",
+        64,
+        "num_images images (first_layer = 0) or token matrices (act), weight_layout.json: io",
+        bundle="gmem_i",
+        access="r",
+    ),
+    TopArg(
+        "output",
+        "pointer",
+        "m3vit::cfg::word_t*",
+        64,
+        "num_images token matrices (act) after last_layer",
+        bundle="gmem_o",
+        access="w",
+    ),
+)
+
+CONTROL_REGISTERS = {
+    "ap_ctrl": {
+        "offset": 0x00,
+        "bits": {"ap_start": 0, "ap_done": 1, "ap_idle": 2, "ap_ready": 3, "auto_restart": 7},
+        "doc": "bit0 ap_start (W/COH), bit1 ap_done (clear on read), bit2 ap_idle, bit3 ap_ready, "
+        "bit7 auto_restart",
+    },
+    "gie": {"offset": 0x04, "doc": "global interrupt enable (bit 0)"},
+    "ier": {"offset": 0x08, "doc": "interrupt enable: bit0 ap_done, bit1 ap_ready"},
+    "isr": {"offset": 0x0C, "doc": "interrupt status (toggle on write): bit0 ap_done, bit1 ap_ready"},
+}
+ARGS_BASE = 0x10
+
+
+def register_map(args: tuple[TopArg, ...] | list[TopArg] = TOP_ARGS, top: str = TOP_NAME) -> dict[str, Any]:
+    """The Vitis HLS s_axilite register map of a top function with ``args`` (all in one control bundle).
+
+    Rules (Vitis HLS): 0x00 control, 0x04 GIE, 0x08 IER, 0x0C ISR, arguments from 0x10 in declaration
+    order; an argument of ≤ 32 bits takes a data word and a reserved word (8 bytes), one of 33–64 bits
+    (a pointer's offset) a low word, a high word and a reserved word (12 bytes).
+    """
+    regs = []
+    off = ARGS_BASE
+    for a in args:
+        words = math.ceil(a.bits / 32)
+        if words > 2:
+            raise ValueError(f"{a.name}: arguments wider than 64 bits are not supported in s_axilite")
+        data = [off + 4 * i for i in range(words)]
+        regs.append(
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "c_type": a.ctype,
+                "bits": a.bits,
+                "offset": off,
+                "data_offsets": data,
+                "reserved_offset": off + 4 * words,
+                "size_bytes": 4 * (words + 1),
+                "doc": a.doc,
+                **({"bundle": a.bundle, "access": a.access} if a.kind == "pointer" else {}),
+            }
+        )
+        off += 4 * (words + 1)
+    return {
+        "top": top,
+        "interface": "s_axilite",
+        "bundle": "control",
+        "control": CONTROL_REGISTERS,
+        "args": regs,
+        "address_range_bytes": off,
+    }
+
+
+# ------------------------------------------------------------------------------------ derived widths
+def clog2(n: int) -> int:
+    """⌈log2 n⌉ for n ≥ 1."""
+    return max(0, (int(n) - 1).bit_length())
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Everything the templates need that is computed from a config (sizes, widths, shifts, memory)."""
+
+    consts: dict[str, tuple[int, str]]  # name → (value, comment)
+    types: dict[str, tuple[int, str]]  # typedef name → (bits, comment)
+    wide: dict[str, int]  # products kept in 64-bit registers → bits needed
+    onchip_bits: dict[str, int]  # on-chip buffer → bits
+
+
+def derive(cfg: DesignConfig) -> Derived:
+    """Sizes, tile counts, shifts and the width of every typed intermediate of the kernels."""
+    m, n, hw = cfg.model, cfg.numerics, cfg.hardware
+    k = constants(cfg)
+    mo, mi, tt, kb = hw.mac_out, hw.mac_in, hw.token_tile, hw.attn_key_block
+    d, t_, hd, e_, eh, mh, pd = (
+        m.dim,
+        m.num_tokens,
+        m.head_dim,
+        m.num_experts,
+        m.expert_hidden,
+        m.mlp_hidden,
+        m.patch_dim,
+    )
+    fz, fh = n.exp_frac_bits, n.ln_hat_frac
+    wb = n.weight.bits
+    gt = k.gelu
+
+    def it(x: int) -> int:
+        return _ceil_div(x, mi)
+
+    def ot(x: int) -> int:
+        return _ceil_div(x, mo)
+
+    has_moe = bool(m.moe_block_set)
+    has_dense = len(m.moe_block_set) < m.depth
+    wbuf_tiles = [ot(d) * it(pd), ot(3 * d) * it(d), ot(d) * it(d)]
+    wbuf_out = [ot(d) * mo, ot(3 * d) * mo]
+    if has_dense:
+        wbuf_tiles += [ot(mh) * it(d), ot(d) * it(mh)]
+        wbuf_out += [ot(mh) * mo]
+    if has_moe:
+        wbuf_tiles += [ot(e_) * it(d)]
+        wbuf_out += [ot(e_) * mo]
+
+    def sh(src: str, dst: str) -> int:
+        return getattr(n, src).frac + n.weight.frac - getattr(n, dst).frac
+
+    consts: dict[str, tuple[int, str]] = {
+        # model
+        "DIM": (d, "embedding dimension"),
+        "DEPTH": (m.depth, "transformer blocks"),
+        "LAYERS": (m.depth + 1, "layers: 0 = patch embedding, i + 1 = block i"),
+        "HEADS": (m.num_heads, "attention heads"),
+        "HEAD_DIM": (hd, "dim / heads"),
+        "TOKENS": (t_, "patches + cls"),
+        "PATCHES": (m.num_patches, "patches"),
+        "GRID_H": (m.grid[0], "patch rows"),
+        "GRID_W": (m.grid[1], "patch columns"),
+        "PATCH": (m.patch_size, "patch side, pixels"),
+        "CHANNELS": (m.in_channels, "image channels"),
+        "IMG_H": (m.image_size[0], "image height"),
+        "IMG_W": (m.image_size[1], "image width"),
+        "PATCH_DIM": (pd, "C·P² (patch vector length)"),
+        "MLP_HIDDEN": (mh, "dense MLP hidden width"),
+        "EXPERTS": (e_, "experts per MoE layer"),
+        "TOP_K": (m.top_k, "experts per token"),
+        "EXPERT_HIDDEN": (eh, "expert FFN hidden width"),
+        "TASKS": (len(m.tasks), "tasks (routers per MoE layer)"),
+        # hardware
+        "MAC_IN": (mi, "MAC engine input lanes"),
+        "MAC_OUT": (mo, "MAC engine output lanes"),
+        "TOKEN_TILE": (tt, "tokens per on-chip tile"),
+        "KEY_BLOCK": (kb, "keys per streaming-softmax block"),
+        "AXI_BITS": (hw.axi_data_bits, "m_axi data width"),
+        # tiles and padded sizes
+        "IT_PATCH": (it(pd), "in-tiles of the patch matmul"),
+        "IT_DIM": (it(d), "in-tiles of dim"),
+        "IT_MLP": (it(mh), "in-tiles of the dense hidden layer"),
+        "IT_EH": (it(eh), "in-tiles of an expert hidden layer"),
+        "OT_DIM": (ot(d), "out-tiles of dim"),
+        "OT_EXPERTS": (ot(e_), "out-tiles of the router"),
+        "PATCH_DIM_P": (it(pd) * mi, "patch vector padded to MAC_IN"),
+        "DIM_P": (it(d) * mi, "dim padded to MAC_IN"),
+        "DIM_PO": (ot(d) * mo, "dim padded to MAC_OUT"),
+        "EH_PO": (ot(eh) * mo, "expert hidden padded to MAC_OUT"),
+        "EH_BUF": (max(it(eh) * mi, ot(eh) * mo), "expert hidden tile buffer width"),
+        "EXPERTS_PO": (ot(e_) * mo, "experts padded to MAC_OUT"),
+        "WBUF_TILES": (max(wbuf_tiles), "shared weight buffer: tiles of the largest dense matrix"),
+        "WBUF_OUT": (max(wbuf_out), "shared bias buffer: the largest padded output count"),
+        "EW1_TILES": (ot(eh) * it(d), "tiles of an expert's fc1"),
+        "EW2_TILES": (ot(d) * it(eh), "tiles of an expert's fc2"),
+        # formats
+        **{
+            f"{short}_BITS": (getattr(n, c).bits, f"{c} format {getattr(n, c)}")
+            for short, c in (
+                ("IN", "input"),
+                ("ACT", "act"),
+                ("NORM", "norm"),
+                ("QKV", "qkv"),
+                ("HID", "hidden"),
+                ("LOGIT", "logit"),
+                ("W", "weight"),
+                ("LNP", "ln_param"),
+            )
+        },
+        "BIAS_BITS": (n.bias_bits, "biases (accumulator scale)"),
+        "ACC_BITS_CFG": (n.acc_bits, "numerics.acc_bits"),
+        # shifts (docs/numerics.md §5–§10)
+        "SH_PATCH": (sh("input", "act"), "patch embedding requantisation"),
+        "SH_QKV": (sh("norm", "qkv"), "qkv requantisation"),
+        "SH_PROJ": (sh("qkv", "act"), "proj requantisation"),
+        "SH_FC1": (sh("norm", "hidden"), "fc1 / expert fc1"),
+        "SH_FC2": (sh("hidden", "act"), "fc2 / expert fc2"),
+        "SH_ROUTER": (sh("norm", "logit"), "router logits"),
+        "SH_LN": (fh + n.ln_param.frac - n.norm.frac, "LayerNorm output"),
+        "SH_SCORE": (2 * n.qkv.frac + SCALE_FRAC - fz, "attention score → base-2 logit"),
+        "SH_ROUTER_Z": (n.logit.frac + SCALE_FRAC - fz, "router logit difference → base-2 exponent"),
+        "FZ": (fz, "exp2 fraction bits (log2 of the table size)"),
+        "FH": (fh, "LayerNorm x̂ fraction bits"),
+        "PROB_FRAC": (PROB_FRAC, "probabilities, gates: Q.15"),
+        # constants
+        "C_ATTN": (k.attn_scale, "round(log2(e)/sqrt(head_dim) · 2^15)"),
+        "C_ROUTER": (k.router_scale, "round(log2(e) · 2^15)"),
+        "LN_EPS": (k.ln_eps, "max(1, round(D²·eps·2^(2·act.frac)))"),
+        "GELU_LO": (gt.lo, "first GELU breakpoint (hidden lsbs)"),
+        "GELU_HI": (gt.hi, "end of the GELU table"),
+        "GELU_SIGMA": (gt.seg_shift, "log2 of the GELU segment width"),
+        "GELU_N": (len(gt.values), "GELU breakpoints"),
+        "EXP2_N": (len(k.exp2), "exp2 table entries"),
+    }
+    cb = {
+        c: container_bits(getattr(n, c).bits)
+        for c in ("input", "act", "norm", "qkv", "hidden", "logit", "weight", "ln_param")
+    }
+    consts.update(
+        {
+            "IN_CB": (cb["input"], "DDR container bits"),
+            "ACT_CB": (cb["act"], ""),
+            "NORM_CB": (cb["norm"], ""),
+            "QKV_CB": (cb["qkv"], ""),
+            "HID_CB": (cb["hidden"], ""),
+            "LOGIT_CB": (cb["logit"], ""),
+            "W_CB": (cb["weight"], ""),
+            "LNP_CB": (cb["ln_param"], ""),
+            "BIAS_CB": (container_bits(n.bias_bits), ""),
+        }
+    )
+
+    # ------------------------------------------------------------------ typed intermediates (bits)
+    ib, ab, nb, qb, hb, lb, pb = (
+        n.input.bits,
+        n.act.bits,
+        n.norm.bits,
+        n.qkv.bits,
+        n.hidden.bits,
+        n.logit.bits,
+        n.ln_param.bits,
+    )
+    acc_need = max(
+        [n.acc_bits]
+        + [
+            max(getattr(n, src).bits + wb - 1 + clog2(kk + 1), n.bias_bits) + 1
+            for src, kk in (("input", pd), ("norm", d), ("qkv", d), ("hidden", mh), ("hidden", eh))
+        ]
+    )
+    xhat_bits = math.ceil(math.log2(math.sqrt(d))) + fh + 2
+    ln_y = max(xhat_bits + pb, pb + fh + 1) + 1
+    ln_y = max(ln_y, consts["SH_LN"][0] + 2)
+    score_acc = 2 * qb + clog2(hd)
+    attn_l = PROB_FRAC + clog2(t_ + 1) + 2
+    ctx_acc = 17 + qb + clog2(t_) + 1
+    types = {
+        "in_t": (ib, "input pixels"),
+        "act_t": (ab, "residual stream"),
+        "norm_t": (nb, "LayerNorm outputs"),
+        "qkv_t": (qb, "q, k, v, context"),
+        "hid_t": (hb, "hidden layers"),
+        "logit_t": (lb, "router logits"),
+        "wgt_t": (wb, "matmul weights"),
+        "lnp_t": (pb, "LayerNorm γ, β"),
+        "bias_t": (n.bias_bits, "biases"),
+        "acc_t": (acc_need, "matmul accumulator (exact)"),
+        "res_t": (ab + 1, "sum of two act values before saturation"),
+        "prob_t": (17, "Q.15 probabilities / gates in [0, 2^15 + 1]"),
+        "z_t": (32, "base-2 attention logits (saturated to 32 bits)"),
+        "psum_in_t": (ib + wb + clog2(mi), "patch MAC adder tree"),
+        "psum_norm_t": (nb + wb + clog2(mi), "MAC adder tree on norm inputs"),
+        "psum_qkv_t": (qb + wb + clog2(mi), "MAC adder tree on qkv inputs"),
+        "psum_hid_t": (hb + wb + clog2(mi), "MAC adder tree on hidden inputs"),
+        "qk_prod_t": (2 * qb, "q·k product"),
+        "score_acc_t": (score_acc, "q·k over head_dim"),
+        # p ∈ [0, 2^15] (exp2 output): |p·v| ≤ 2^15·2^(qkv.bits-1) needs qkv.bits + 16 bits
+        "pv_prod_t": (16 + qb, "p·v product"),
+        "pv_acc_t": (16 + qb + clog2(kb), "p·v over one key block"),
+        "attn_l_t": (attn_l, "softmax running sum l"),
+        "ctx_acc_t": (ctx_acc, "softmax running accumulator"),
+        "gelu_t": (hb + gt.seg_shift + 3, "GELU interpolation"),
+        "ln_xr_t": (ab + clog2(d) + 1 + 19, "LayerNorm (D·x − S1)·R"),
+        "ln_y_t": (ln_y, "LayerNorm x̂·γ + β·2^Fh"),
+        "moe_prod_t": (ab + 18, "expert output · gate"),
+        "moeacc_t": (64, "per-token MoE accumulator"),
+        "tok_t": (clog2(t_ + 1) + 1, "token index"),
+        "expert_t": (clog2(e_ + 1) + 1, "expert index"),
+    }
+    wide = {
+        "LayerNorm variance V = D·S2 − S1² + eps": 2 * (ab + clog2(d)) + 1,
+        "LayerNorm (D·x − S1)·R": types["ln_xr_t"][0],
+        "LayerNorm x̂·γ + β·2^Fh": ln_y,
+        "attention score · C_attn": score_acc + 17,
+        "attention l · α": attn_l + 17,
+        "attention acc · R": ctx_acc + 18,
+        "router (logit − max) · C_router": lb + 1 + 17,
+        "MoE accumulator Σ y·g": ab + 18 + clog2(m.top_k),
+        "matmul accumulator": acc_need,
+    }
+    onchip = _onchip_bits(cfg, consts, types, has_moe, has_dense)
+    return Derived(consts=consts, types=types, wide=wide, onchip_bits=onchip)
+
+
+def _onchip_bits(cfg: DesignConfig, c: dict, ty: dict, has_moe: bool, has_dense: bool) -> dict[str, int]:
+    """Bits of every on-chip array the kernels declare (an upper bound: HLS may share or trim some)."""
+    m, hw = cfg.model, cfg.hardware
+
+    def v(name: str) -> int:
+        return c[name][0]
+
+    def b(name: str) -> int:
+        return ty[name][0]
+
+    tt, d, kb = hw.token_tile, m.dim, hw.attn_key_block
+    tiles = hw.mac_out * hw.mac_in * b("wgt_t")
+    out = {
+        "weight buffer (largest dense matrix)": v("WBUF_TILES") * tiles + v("WBUF_OUT") * b("bias_t"),
+        "layernorm": 2 * d * b("lnp_t") + d * (b("act_t") + b("norm_t")),
+        "patch embedding tiles": tt * (v("PATCH_DIM_P") * b("in_t") + v("DIM_PO") * b("act_t")),
+        "qkv tiles": tt * (v("DIM_P") * b("norm_t") + _ceil_div(3 * d, hw.mac_out) * hw.mac_out * b("qkv_t")),
+        "proj tiles": tt * (v("DIM_P") * b("qkv_t") + v("DIM_PO") * b("act_t")),
+        "attention": tt * d * (2 * b("qkv_t") + b("ctx_acc_t"))
+        + 2 * kb * d * b("qkv_t")
+        + m.num_heads * tt * (b("z_t") + b("attn_l_t")),
+    }
+    if has_dense:
+        mh_o = _ceil_div(m.mlp_hidden, hw.mac_out) * hw.mac_out
+        out["dense MLP tiles"] = tt * (
+            v("DIM_P") * b("norm_t")
+            + mh_o * b("hid_t")
+            + v("IT_MLP") * hw.mac_in * b("hid_t")
+            + v("DIM_PO") * b("act_t")
+        )
+    if has_moe:
+        tk = m.num_tokens * m.top_k
+        out["router and queues"] = (
+            tt * (v("DIM_P") * b("norm_t") + v("EXPERTS_PO") * b("logit_t"))
+            + tk * 2 * (b("tok_t") + b("expert_t") + b("prob_t"))
+            + d * 64
+        )
+        out["expert ping-pong buffers"] = 2 * (
+            (v("EW1_TILES") + v("EW2_TILES")) * tiles + (v("EH_PO") + v("DIM_PO")) * b("bias_t")
+        )
+        out["expert tiles"] = (
+            tt * (v("DIM_P") * b("norm_t") + v("EH_BUF") * b("hid_t") + v("DIM_PO") * b("act_t")) + 2 * d * 64
+        )
+    return out
+
+
+def onchip_bytes(cfg: DesignConfig) -> int:
+    """Upper bound of the on-chip memory the generated kernels declare, in bytes."""
+    return sum(derive(cfg).onchip_bits.values()) // 8
+
+
+# ------------------------------------------------------------------------------------ validation
+def hls_problems(cfg: DesignConfig) -> list[str]:
+    """Reasons the HLS kernels cannot implement ``cfg`` (empty when they can); each is one line."""
+    hw, board = cfg.hardware, cfg.hardware.board_spec
+    problems: list[str] = []
+    der = derive(cfg)
+    c = der.consts
+    for name in ("SH_SCORE", "SH_ROUTER_Z"):
+        if c[name][0] < 0:
+            problems.append(
+                f"numerics: the {c[name][1]} needs a left shift of {-c[name][0]} "
+                f"(raise qkv/logit.frac or lower exp_frac_bits)"
+            )
+    for what, bits in der.wide.items():
+        if bits > MAX_NATIVE_BITS:
+            problems.append(
+                f"numerics: {what} needs {bits} bits; the kernels keep it in a 64-bit register "
+                f"(≤ {MAX_NATIVE_BITS}); narrow the formats"
+            )
+    acc = der.types["acc_t"][0]
+    for name in ("SH_PATCH", "SH_QKV", "SH_PROJ", "SH_FC1", "SH_FC2", "SH_ROUTER"):
+        if c[name][0] > acc - 2:
+            problems.append(
+                f"numerics: {c[name][1]} shifts by {c[name][0]} bits, more than the "
+                f"{acc}-bit accumulator allows"
+            )
+    macs = hw.mac_in * hw.mac_out
+    per_dsp = 2 if cfg.numerics.weight.bits <= 8 else 1
+    if macs > per_dsp * board.dsp:
+        problems.append(
+            f"hardware: mac_in·mac_out = {hw.mac_in}·{hw.mac_out} = {macs} MACs per cycle exceeds "
+            f"{hw.board}'s {board.dsp} DSP48E2"
+            + (f" ({per_dsp * board.dsp} with INT8 packing)" if per_dsp == 2 else "")
+        )
+    have = board.bram36 * 36 * 1024 + board.uram * 288 * 1024
+    need = sum(der.onchip_bits.values())
+    if need > have:
+        big = max(der.onchip_bits, key=der.onchip_bits.get)
+        problems.append(
+            f"hardware: the kernels' on-chip buffers need {need / 8 / 2**20:.2f} MiB but {hw.board} has "
+            f"{have / 8 / 2**20:.2f} MiB of BRAM+URAM (largest: {big}); "
+            "lower token_tile/attn_key_block or the model size"
+        )
+    return problems
+
+
+def check_supported(cfg: DesignConfig) -> None:
+    """Raise :class:`ConfigError` (one line) when the kernels cannot implement ``cfg``."""
+    problems = hls_problems(cfg)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{cfg.name}: cannot generate HLS: {problems[0]}{more}")
+
+
+# ------------------------------------------------------------------------------------ rendering
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["hex"] = lambda v: f"0x{int(v):X}"
+    env.filters["table"] = _c_table
+    return env
+
+
+def _c_table(values: list[int] | tuple[int, ...], per_line: int = 16, indent: str = "    ") -> str:
+    rows = [", ".join(str(int(x)) for x in values[i : i + per_line]) for i in range(0, len(values), per_line)]
+    return (",\n").join(indent + r for r in rows)
+
+
+def _layout_context(cfg: DesignConfig) -> dict[str, Any]:
+    m = cfg.model
+    wl, sl = weight_layout(cfg), scratch_layout(cfg)
+    wb = wl.word_bytes
+    moe_blocks = sorted(m.moe_block_set)
+
+    def w(name: str) -> int:
+        return wl.words(name)
+
+    blocks = []
+    for i in range(m.depth):
+        p = f"block{i}"
+        moe = m.is_moe(i)
+        blocks.append(
+            {
+                "index": i,
+                "moe": moe,
+                "norm1_g": w(f"{p}.norm1.gamma"),
+                "norm1_b": w(f"{p}.norm1.beta"),
+                "qkv_w": w(f"{p}.qkv.w"),
+                "qkv_b": w(f"{p}.qkv.b"),
+                "proj_w": w(f"{p}.proj.w"),
+                "proj_b": w(f"{p}.proj.b"),
+                "norm2_g": w(f"{p}.norm2.gamma"),
+                "norm2_b": w(f"{p}.norm2.beta"),
+                "fc1_w": 0 if moe else w(f"{p}.fc1.w"),
+                "fc1_b": 0 if moe else w(f"{p}.fc1.b"),
+                "fc2_w": 0 if moe else w(f"{p}.fc2.w"),
+                "fc2_b": 0 if moe else w(f"{p}.fc2.b"),
+                "router": w(f"{p}.router0.w") if moe else 0,
+                "experts": w(f"{p}.expert0.fc1.w") if moe else 0,
+            }
+        )
+    rel = {
+        "ROUTER_TASK_STRIDE": 0,
+        "ROUTER_B_REL": 0,
+        "EXPERT_STRIDE": 0,
+        "EXPERT_B1_REL": 0,
+        "EXPERT_W2_REL": 0,
+        "EXPERT_B2_REL": 0,
+    }
+    if moe_blocks:
+        strides = {(wl.router_task_stride(i), wl.expert_stride(i)) for i in moe_blocks}
+        assert len(strides) == 1, "every MoE block has the same router and expert sizes"
+        i = moe_blocks[0]
+        p = f"block{i}"
+        base_e = w(f"{p}.expert0.fc1.w")
+        rel = {
+            "ROUTER_TASK_STRIDE": wl.router_task_stride(i) // wb,
+            "ROUTER_B_REL": w(f"{p}.router0.b") - w(f"{p}.router0.w"),
+            "EXPERT_STRIDE": wl.expert_stride(i) // wb,
+            "EXPERT_B1_REL": w(f"{p}.expert0.fc1.b") - base_e,
+            "EXPERT_W2_REL": w(f"{p}.expert0.fc2.w") - base_e,
+            "EXPERT_B2_REL": w(f"{p}.expert0.fc2.b") - base_e,
+        }
+    regions = [
+        {
+            "name": r.name.upper(),
+            "offset": r.offset // wb,
+            "stride": r.row_stride // wb,
+            "rows": r.rows,
+            "cols": r.cols,
+            "cbits": r.container_bits,
+        }
+        for r in sl.regions
+    ]
+    strides = {
+        "STR_ACT": sl.by_name["x"].row_stride // wb,
+        "STR_NORM": sl.by_name["norm1"].row_stride // wb,
+        "STR_QKV3": sl.by_name["qkv"].row_stride // wb,
+        "STR_QKVD": sl.by_name["attn"].row_stride // wb,
+        "STR_HID": sl.by_name["hidden"].row_stride // wb,
+        "STR_LOGIT": sl.by_name["logits"].row_stride // wb,
+        "STR_MOEACC": sl.by_name["moe_acc"].row_stride // wb,
+        "STR_SAT": sl.by_name["sat"].row_stride // wb,
+    }
+    taps = []
+    for layer in range(m.depth + 1):
+        for tap in layer_taps(cfg, layer):
+            r = sl.tap_region(tap)
+            taps.append(
+                {
+                    "layer": layer,
+                    "name": tap,
+                    "offset": r.offset // wb,
+                    "rows": r.rows,
+                    "cols": r.cols,
+                    "stride": r.row_stride // wb,
+                    "cbits": r.container_bits,
+                }
+            )
+    return {
+        "blocks": blocks,
+        "rel": rel,
+        "regions": regions,
+        "strides": strides,
+        "taps": taps,
+        "patch_w": w("patch.w"),
+        "patch_b": w("patch.b"),
+        "pos": w("pos"),
+        "pos_stride": wl.by_name["pos"].stored_shape[1] * wl.by_name["pos"].container_bits // 8 // wb,
+        "weight_words": wl.total_words,
+        "weight_bytes": wl.total_bytes,
+        "scratch_words": sl.total_bytes // wb,
+        "scratch_bytes": sl.total_bytes,
+        "image_words": sl.image_bytes // wb,
+        "token_words": sl.token_bytes // wb,
+        "word_bytes": wb,
+    }
+
+
+def project_context(cfg: DesignConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """The jinja2 context of every template (exposed for tests and other generators)."""
+    der = derive(cfg)
+    k = constants(cfg)
+    lay = _layout_context(cfg)
+    hw = cfg.hardware
+    period = 1000.0 / hw.clock_mhz
+    args = []
+    for a in TOP_ARGS:
+        if a.kind == "pointer":
+            depth = {
+                "weights": lay["weight_words"],
+                "scratch": lay["scratch_words"],
+                "input": max(lay["image_words"], lay["token_words"]) * COSIM_IMAGES,
+                "output": lay["token_words"] * COSIM_IMAGES,
+            }[a.name]
+        else:
+            depth = 0
+        args.append({**a.__dict__, "depth": depth})
+    onchip = {name: bits / 8 / 1024 for name, bits in der.onchip_bits.items()}
+    return {
+        "cfg": cfg,
+        "name": cfg.name,
+        "top": TOP_NAME,
+        "config_hash": cfg.config_hash(),
+        "consts": der.consts,
+        "types": der.types,
+        "args": args,
+        "exp2_table": list(k.exp2),
+        "gelu_table": list(k.gelu.values),
+        "sat_classes": list(SAT_CLASSES),
+        "layout": lay,
+        "part": hw.board_spec.part,
+        "board": hw.board,
+        "clock_mhz": hw.clock_mhz,
+        "period_ns": f"{period:.3f}",
+        "kernel_headers": list(KERNEL_HEADERS),
+        "out_dir": str(out_dir.resolve()) if out_dir else ".",
+        "onchip_kib": onchip,
+        "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
+        "register_map": register_map(),
+        "cosim_images": COSIM_IMAGES,
+    }
+
+
+OUTPUTS = {
+    "src/m3vit_config.h": "m3vit_config.h.j2",
+    "src/m3vit_top.h": "m3vit_top.h.j2",
+    "src/m3vit_top.cpp": "m3vit_top.cpp.j2",
+    "tb/tb_m3vit.cpp": "tb_m3vit.cpp.j2",
+    "run_hls.tcl": "run_hls.tcl.j2",
+    "hls_config.cfg": "hls_config.cfg.j2",
+    "Makefile": "Makefile.j2",
+    "README.md": "README.md.j2",
+}
+
+
+def render_project(cfg: DesignConfig, out_dir: Path | None = None) -> dict[str, str]:
+    """Every generated text file of the project: relative path → content (nothing written)."""
+    env = _env()
+    ctx = project_context(cfg, out_dir)
+    files = {path: env.get_template(tpl).render(**ctx) for path, tpl in OUTPUTS.items()}
+    files["register_map.json"] = json.dumps(ctx["register_map"], indent=1) + "\n"
+    return files
+
+
+def generate_project(cfg: DesignConfig, out_dir: str | Path) -> Path:
+    """Write the Vitis HLS project of ``cfg`` into ``out_dir`` and return it.
+
+    The config is validated first (:func:`check_supported`): a rejected config raises ConfigError and
+    writes nothing. Existing generated files are overwritten; ``data/`` (testbench inputs) is kept.
+    """
+    check_supported(cfg)
+    out = Path(out_dir)
+    files = render_project(cfg, out)  # render everything before touching the disk
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:  # keep mtimes for make and caches
+            path.write_text(text)
+    for header in KERNEL_HEADERS:
+        _copy_if_changed(HLS_DIR / header, out / "src" / header)
+    _copy_if_changed(HLS_DIR / CSIM_API, out / "tb" / CSIM_API)
+    write_layout_json(cfg, out / "weight_layout.json")
+    return out
+
+
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    if not dst.exists() or dst.read_bytes() != src.read_bytes():
+        shutil.copyfile(src, dst)
+
+
+# ------------------------------------------------------------------------------------ vendor tools
+def find_hls_tool() -> tuple[str, list[str]] | None:
+    """The Vitis HLS launcher on PATH and its arguments for run_hls.tcl, or None."""
+    if shutil.which("vitis-run"):
+        return "vitis-run", ["--mode", "hls", "--tcl", "run_hls.tcl"]
+    if shutil.which("vitis_hls"):
+        return "vitis_hls", ["-f", "run_hls.tcl"]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m m3vit.codegen.hls CONFIG -o DIR [--run]``: generate (and optionally run Vitis HLS)."""
+    import subprocess
+
+    ap = argparse.ArgumentParser(prog="python -m m3vit.codegen.hls", description=__doc__.splitlines()[0])
+    ap.add_argument("config", help="config file or preset name")
+    ap.add_argument("-o", "--out", help="output directory (default build/<name>)")
+    ap.add_argument("--run", action="store_true", help="run run_hls.tcl with vitis-run or vitis_hls")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        out = generate_project(cfg, args.out or REPO_ROOT / "build" / cfg.name)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"generated {out}")
+    if args.run:
+        tool = find_hls_tool()
+        if tool is None:
+            print(
+                "error: neither vitis-run (Vitis 2023.2+) nor vitis_hls (Vitis HLS ≤ 2023.1) is on PATH; "
+                "source Vitis' settings64.sh",
+                file=sys.stderr,
+            )
+            return 1
+        return subprocess.call([tool[0], *tool[1]], cwd=out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The digital twin's kernel: the generated C-simulation library behind a simulated register file.
+
+On ap_start the twin decodes the argument registers exactly as the IP would (scalars, 64-bit
+pointers split into low/high words at the offsets of register_map.json), takes views of the device
+memory at those physical addresses, and calls the C-simulated top function on them. A wrong offset, a
+badly split pointer, a buffer the driver forgot to flush or to invalidate all show up as wrong results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from m3vit import REPO_ROOT
+from m3vit.codegen.config import DesignConfig
+from m3vit.codegen.hls import generate_project
+from m3vit.host.driver import RegisterMap
+from m3vit.host.twin import PhysicalMemory, SimulatedDevice
+from m3vit.sim.csim import CsimLibrary, build_csim
+
+
+def default_project_dir(cfg: DesignConfig) -> Path:
+    return REPO_ROOT / "build" / cfg.name
+
+
+def csim_kernel(lib: CsimLibrary, regmap: RegisterMap):
+    """A twin kernel callback running ``lib``'s top function on device memory."""
+
+    def arg(regs: dict[int, int], name: str) -> int:
+        offs = regmap.args[name]["data_offsets"]
+        return sum(regs.get(o, 0) << (32 * i) for i, o in enumerate(offs))
+
+    def kernel(regs: dict[int, int], memory: PhysicalMemory) -> None:
+        n, task = arg(regs, "num_images"), arg(regs, "task")
+        first, last = arg(regs, "first_layer"), arg(regs, "last_layer")
+        in_stride = lib.sizes["image"] if first == 0 else lib.sizes["tokens"]
+        lib.top(
+            n, task, first, last,
+            weights=memory.view(arg(regs, "weights"), lib.sizes["weights"]),
+            scratch=memory.view(arg(regs, "scratch"), lib.sizes["scratch"]),
+            inp=memory.view(arg(regs, "input"), n * in_stride),
+            output=memory.view(arg(regs, "output"), n * lib.sizes["tokens"]),
+        )
+
+    return kernel
+
+
+def csim_device(cfg: DesignConfig, project_dir: str | Path | None = None) -> tuple[SimulatedDevice, RegisterMap]:
+    """Generate (if needed) and compile the design's C simulation; return a twin device and its register map."""
+    project = Path(project_dir) if project_dir is not None else default_project_dir(cfg)
+    generate_project(cfg, project)  # idempotent: unchanged files are left alone, so the build cache hits
+    lib = build_csim(project, cfg=cfg)
+    regmap = RegisterMap.load(project / "register_map.json")
+    names = {a["offset"]: n for n, a in regmap.args.items()}
+    return SimulatedDevice(csim_kernel(lib, regmap), names), regmap

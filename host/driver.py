@@ -1,0 +1,290 @@
+"""The host driver: one ``Accelerator`` class for the ZCU104 (through pynq) and for the digital twin.
+
+The driver knows the device only through two calls it shares with pynq — ``read/write(offset)`` on the
+IP's registers and ``allocate(shape, dtype)`` for cacheable buffers with ``device_address``,
+``flush()``, ``invalidate()`` — and the layout/register map written by the generator (never
+re-derived). On a board, :meth:`Accelerator.board` opens the overlay with pynq; without one,
+:meth:`Accelerator.simulated` runs the very same code against :class:`m3vit.host.twin.SimulatedDevice`,
+whose ap_start runs the generated C-simulation library on the buffers this driver allocated.
+
+Weights are uploaded once; ``run(images, task)`` writes the input, the task register and ap_start;
+switching tasks writes one register and re-uploads nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from m3vit.codegen.config import DesignConfig, load_config
+from m3vit.codegen.layout import pack_images, pack_tokens, scratch_layout, unpack_tokens
+from m3vit.host.heads import task_head
+from m3vit.host.weights import Weights, WeightsError, load_weights
+
+AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
+CTRL = 0x00
+
+
+class AcceleratorError(RuntimeError):
+    """The device misbehaved (time-out, kernel error)."""
+
+
+class AcceleratorTimeoutError(AcceleratorError, TimeoutError):
+    """ap_done did not rise in time; the message carries a register dump."""
+
+
+class Device(Protocol):
+    """What the driver needs from a device: pynq's DefaultIP register access plus an allocator."""
+
+    def read(self, offset: int) -> int: ...
+    def write(self, offset: int, value: int) -> None: ...
+    def allocate(self, shape: Any, dtype: Any = ..., cacheable: bool = ...) -> Any: ...
+
+
+class RegisterMap:
+    """The generated ``register_map.json``: argument name → offsets."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = dict(data)
+        self.args = {a["name"]: a for a in data["args"]}
+        self.top = data["top"]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RegisterMap:
+        return cls(json.loads(Path(path).read_text()))
+
+    def offset(self, name: str) -> int:
+        return self.args[name]["offset"]
+
+    def pointers(self) -> list[str]:
+        return [n for n, a in self.args.items() if a["kind"] == "pointer"]
+
+
+class Accelerator:
+    """Runs the M³ViT backbone on the accelerator; ``predict`` adds the task heads on the CPU.
+
+    Use as a context manager (buffers are freed on exit). All calls are serialised by a lock, so one
+    instance can be shared between threads.
+    """
+
+    def __init__(
+        self, cfg: DesignConfig, regmap: RegisterMap, device: Device, weights: Weights,
+        timeout_s: float = 30.0, max_batch: int = 1,
+    ) -> None:
+        self.cfg, self.regmap, self.device, self.weights = cfg, regmap, device, weights
+        self.timeout_s = timeout_s
+        self._lock = threading.RLock()
+        self._task: int | None = None
+        self._closed = False
+        self._buffers: dict[str, Any] = {}
+        # weights: uploaded once
+        wbuf = device.allocate(weights.device.shape, np.uint8, cacheable=True)
+        wbuf[:] = weights.device
+        wbuf.flush()
+        self._buffers["weights"] = wbuf
+        self._buffers["scratch"] = device.allocate((scratch_layout(cfg).total_bytes,), np.uint8, cacheable=True)
+        self._alloc_io(max_batch)
+        for name in ("weights", "scratch"):
+            self._write_pointer(name, self._buffers[name].device_address)
+
+    # ------------------------------------------------------------------------------ constructors
+    @classmethod
+    def simulated(
+        cls, cfg: DesignConfig | str | Path, weights: Weights | str | Path, project_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> Accelerator:
+        """The digital twin: same driver, a simulated device running the generated C-simulation library."""
+        from m3vit.host.csim_device import csim_device
+
+        cfg = cfg if isinstance(cfg, DesignConfig) else load_config(cfg)
+        w = weights if isinstance(weights, Weights) else load_weights(weights, cfg)
+        device, regmap = csim_device(cfg, project_dir)
+        return cls(cfg, regmap, device, w, **kwargs)
+
+    @classmethod
+    def board(
+        cls, bitfile: str | Path, weights: str | Path, config: str | Path | None = None, **kwargs: Any
+    ) -> Accelerator:
+        """On a PYNQ board (or a PC with ``PYNQ_REMOTE_DEVICES`` set): load ``bitfile`` and its ``.hwh``.
+
+        ``config`` defaults to ``<bitfile stem>.yaml`` beside the bitstream (written by ``make bitstream``);
+        the register map is ``register_map.json`` beside it. The weights must carry the bitstream's
+        config hash.
+        """
+        from m3vit.host.pynq_device import open_overlay
+
+        bitfile = Path(bitfile)
+        cfg = load_config(config or bitfile.with_suffix(".yaml"))
+        regmap = RegisterMap.load(bitfile.with_name("register_map.json"))
+        build_hash = json.loads(bitfile.with_suffix(".json").read_text())["config_hash"]
+        w = load_weights(weights, cfg, build_hash=build_hash)  # checked before anything touches the device
+        device = open_overlay(bitfile, regmap)
+        return cls(cfg, regmap, device, w, **kwargs)
+
+    # ------------------------------------------------------------------------------ buffers & registers
+    def _alloc_io(self, batch: int) -> None:
+        for name in ("input", "output"):
+            old = self._buffers.pop(name, None)
+            if old is not None:
+                old.freebuffer()
+        lay = scratch_layout(self.cfg)
+        self._buffers["input"] = self.device.allocate((batch * lay.image_bytes,), np.uint8, cacheable=True)
+        self._buffers["output"] = self.device.allocate((batch * lay.token_bytes,), np.uint8, cacheable=True)
+        self._batch = batch
+        for name in ("input", "output"):
+            self._write_pointer(name, self._buffers[name].device_address)
+
+    def _write_pointer(self, name: str, address: int) -> None:
+        off = self.regmap.offset(name)
+        self.device.write(off, address & 0xFFFF_FFFF)
+        self.device.write(off + 4, address >> 32)
+
+    def _set_scalar(self, name: str, value: int) -> None:
+        self.device.write(self.regmap.offset(name), int(value) & 0xFFFF_FFFF)
+
+    # ------------------------------------------------------------------------------ inputs
+    def _images_to_int(self, images: np.ndarray) -> np.ndarray:
+        m, fmt = self.cfg.model, self.cfg.numerics.input
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        expected = (m.in_channels, *m.image_size)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"images have shape {list(images.shape)}; expected [B, {', '.join(map(str, expected))}] "
+                             f"or [{', '.join(map(str, expected))}]")
+        if np.issubdtype(images.dtype, np.floating):
+            if not np.all(np.isfinite(images)):
+                raise ValueError("images contain NaN or inf")
+            return np.clip(np.floor(images * 2.0**fmt.frac + 0.5), fmt.qmin, fmt.qmax).astype(np.int64)
+        if np.issubdtype(images.dtype, np.integer):
+            if images.size and (images.min() < fmt.qmin or images.max() > fmt.qmax):
+                raise ValueError(f"integer images must lie in the input format {fmt} range [{fmt.qmin}, {fmt.qmax}]")
+            return images.astype(np.int64)
+        raise TypeError(f"images dtype {images.dtype} is neither float (normalised) nor integer ({fmt})")
+
+    # ------------------------------------------------------------------------------ running
+    def run(self, images: np.ndarray, task: str | int, raw: bool = False) -> np.ndarray:
+        """Backbone tokens [B, T, dim] for images [B, C, H, W] (float: normalised; int: input format).
+
+        Returns floats (act format scaled) or, with ``raw=True``, the integers the kernel wrote.
+        """
+        t = self.cfg.model.task_index(task)
+        ints = self._images_to_int(images)
+        with self._lock:
+            self._check_open()
+            b = ints.shape[0]
+            if b > self._batch:
+                self._alloc_io(b)
+            inp, out = self._buffers["input"], self._buffers["output"]
+            packed = pack_images(self.cfg, ints)
+            inp[: packed.size] = packed
+            inp.flush()
+            if self._task != t:
+                self._set_scalar("task", t)  # a task switch is this one register write
+                self._task = t
+            self._set_scalar("num_images", b)
+            self._set_scalar("first_layer", 0)
+            self._set_scalar("last_layer", self.cfg.model.depth)
+            self._start_and_wait()
+            out.invalidate()
+            tokens = unpack_tokens(self.cfg, np.asarray(out), b)
+        return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
+
+    def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
+        """Debug: run layers ``first_layer..last_layer`` on integer token matrices [B, T, dim] (act)."""
+        t = self.cfg.model.task_index(task)
+        tokens = np.asarray(tokens, dtype=np.int64)
+        with self._lock:
+            self._check_open()
+            b = tokens.shape[0]
+            if b > self._batch:
+                self._alloc_io(b)
+            packed = pack_tokens(self.cfg, tokens)
+            self._buffers["input"][: packed.size] = packed
+            self._buffers["input"].flush()
+            self._set_scalar("task", t)
+            self._task = t
+            self._set_scalar("num_images", b)
+            self._set_scalar("first_layer", first_layer)
+            self._set_scalar("last_layer", last_layer)
+            self._start_and_wait()
+            self._buffers["output"].invalidate()
+            return unpack_tokens(self.cfg, np.asarray(self._buffers["output"]), b)
+
+    def _start_and_wait(self) -> None:
+        self.device.write(CTRL, AP_START)
+        deadline = time.monotonic() + self.timeout_s
+        delay = 1e-4
+        while True:
+            ctrl = self.device.read(CTRL)
+            if ctrl & (AP_DONE | AP_IDLE) and not ctrl & AP_START:
+                break
+            if time.monotonic() > deadline:
+                raise AcceleratorTimeoutError(
+                    f"kernel did not finish within {self.timeout_s:g} s; registers: {self._dump(ctrl)}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+        err = getattr(self.device, "error", None)
+        if err is not None:
+            self.device.error = None
+            raise AcceleratorError(f"the kernel failed: {err}") from err
+
+    def _dump(self, ctrl: int) -> str:
+        parts = [f"ctrl@0x00=0x{ctrl:08x}"]
+        for name, arg in self.regmap.args.items():
+            words = [self.device.read(o) for o in arg["data_offsets"]]
+            value = sum(w << (32 * i) for i, w in enumerate(words))
+            parts.append(f"{name}@0x{arg['offset']:02x}=0x{value:x}")
+        return ", ".join(parts)
+
+    def predict(self, images: np.ndarray, task: str | int) -> np.ndarray:
+        """Task output [B, channels, H, W]: backbone on the accelerator, the task head on the CPU."""
+        name = self.cfg.model.task_names[self.cfg.model.task_index(task)]
+        return task_head(self.cfg, self.run(images, name), name, self.weights.host)
+
+    def benchmark(self, n: int = 10, batch: int = 1, task: str | int = 0) -> dict[str, float]:
+        """Latency and throughput over ``n`` runs of ``batch`` images (like FINN's throughput_test)."""
+        m = self.cfg.model
+        images = np.zeros((batch, m.in_channels, *m.image_size), np.float32)
+        self.run(images, task)  # warm-up, sets the task
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.run(images, task)
+            times.append(time.perf_counter() - t0)
+        runtime = float(np.mean(times))
+        lay = scratch_layout(self.cfg)
+        return {
+            "runtime_ms": runtime * 1e3, "latency_ms_p50": float(np.median(times)) * 1e3,
+            "throughput_images_per_s": batch / runtime, "batch_size": batch,
+            "dram_in_bandwidth_MBps": batch * lay.image_bytes / runtime / 1e6,
+            "dram_out_bandwidth_MBps": batch * lay.token_bytes / runtime / 1e6,
+        }
+
+    # ------------------------------------------------------------------------------ lifetime
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AcceleratorError("the accelerator was closed")
+
+    def close(self) -> None:
+        with self._lock:
+            for buf in self._buffers.values():
+                buf.freebuffer()
+            self._buffers.clear()
+            self._closed = True
+
+    def __enter__(self) -> Accelerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Accelerator", "AcceleratorError", "AcceleratorTimeoutError", "RegisterMap", "WeightsError"]

@@ -1,0 +1,13 @@
+# Deployment (issue #4): bitstream flow and the weight packer. Included by the main Makefile.
+#   make bitstream CONFIG=…                      Vitis HLS export + Vivado → build/<name>/bitstream/<name>.bit/.hwh
+#   make pack CONFIG=… MODEL=random|ckpt OUT=…    quantise and pack weights into a .m3w file
+.PHONY: bitstream pack
+
+MODEL ?= random
+OUT ?= build/weights.m3w
+
+bitstream: install
+	$(VENV)/bin/m3vit bitstream $(CONFIG)
+
+pack: install
+	$(VENV)/bin/m3vit pack $(MODEL) $(CONFIG) -o $(OUT)

@@ -1,0 +1,18 @@
+# HLS generator, C simulation and Vitis HLS runs (issue #3). Included by the main Makefile.
+#   make hls-generate CONFIG=…   write build/<name>/ (the Vitis HLS project)
+#   make csim CONFIG=…           generate, compile with g++, compare every layer of every task with the golden model
+#   make hls CONFIG=…            generate, then run run_hls.tcl with vitis-run or vitis_hls (fails if neither exists)
+#   make bench-csim              C-simulation compile and per-image times (tiny, m3vit_small_pascal)
+.PHONY: hls-generate csim hls bench-csim
+
+hls-generate: install
+	$(PY) -m m3vit.codegen.hls $(CONFIG)
+
+csim: install
+	$(PY) -m m3vit.sim.csim $(CONFIG)
+
+hls: install
+	$(PY) -m m3vit.codegen.hls $(CONFIG) --run
+
+bench-csim: install
+	$(PY) -c "from m3vit.sim.csim import bench_csim; bench_csim()"

@@ -1,0 +1,180 @@
+"""The host driver, run through the digital twin (the generated C simulation behind simulated registers)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from m3vit.codegen.config import load_config
+from m3vit.host.driver import Accelerator, AcceleratorTimeoutError
+from m3vit.host.twin import TwinBuffer
+from m3vit.host.weights import WeightsError, load_weights, pack_model
+from m3vit.sim.golden import GoldenModel
+from m3vit.sim.quantize import quantize_state_dict
+from tests.conftest import random_image, reference
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    cfg = load_config("tiny")
+    sd = reference(cfg).state_dict()
+    path = tmp_path_factory.mktemp("twin") / "tiny.m3w"
+    pack_model(cfg, sd, path)
+    golden = GoldenModel(cfg, quantize_state_dict(cfg, sd))
+    return cfg, path, golden
+
+
+@pytest.fixture
+def acc(tiny_setup):
+    cfg, path, _ = tiny_setup
+    with Accelerator.simulated(cfg, path, timeout_s=60) as a:
+        yield a
+
+
+def _images(cfg, n: int, seed: int = 0) -> np.ndarray:
+    return np.stack([random_image(cfg, seed + i) for i in range(n)])
+
+
+def test_every_task_bit_exact_against_golden(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    images = _images(cfg, 3)
+    for task in cfg.model.task_names:
+        out = acc.run(images, task, raw=True)
+        for b in range(3):
+            assert np.array_equal(out[b], golden.run(golden.quantize_image(images[b]), task).tokens)
+
+
+def test_float_output_and_predict(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    image = random_image(cfg, 5)
+    feats = acc.run(image, "semseg")
+    assert feats.dtype == np.float32 and feats.shape == (1, cfg.model.num_tokens, cfg.model.dim)
+    np.testing.assert_array_equal(feats[0], golden.run(golden.quantize_image(image), 0).tokens * cfg.numerics.act.lsb)
+    heads = acc.predict(image, "semseg")
+    assert heads.shape == (1, 5, 32, 32) and np.isfinite(heads).all()
+
+
+def test_task_switch_writes_only_the_task_register(acc, tiny_setup) -> None:
+    cfg, _, _ = tiny_setup
+    dev = acc.device
+    image = random_image(cfg, 6)
+    acc.run(image, "semseg")
+    dev.reset_counters()
+    acc.run(image, "depth")
+    input_bytes = acc._buffers["input"].nbytes
+    assert dev.memory.bytes_flushed == input_bytes  # the image, and no weights
+    task_off = acc.regmap.offset("task")
+    pointer_offs = {o for n in acc.regmap.pointers() for o in acc.regmap.args[n]["data_offsets"]}
+    assert dev.register_writes[task_off] == 1
+    assert not pointer_offs & set(dev.register_writes)
+    dev.reset_counters()
+    acc.run(image, "depth")  # same task: the task register is not written at all
+    assert dev.register_writes[task_off] == 0
+
+
+def test_weights_uploaded_once(tiny_setup) -> None:
+    cfg, path, _ = tiny_setup
+    with Accelerator.simulated(cfg, path) as a:
+        uploaded = a.device.memory.bytes_flushed
+        assert uploaded == load_weights(path, cfg).device.size
+        a.run(random_image(cfg, 1), 0)
+        a.run(random_image(cfg, 1), 1)
+        assert a.device.memory.bytes_flushed - uploaded == 2 * a._buffers["input"].nbytes
+
+
+def test_missing_cache_flush_is_visible(acc, tiny_setup, monkeypatch) -> None:
+    """The twin really models caches: a driver that skipped flush() would compute on stale data."""
+    cfg, _, golden = tiny_setup
+    first, second = random_image(cfg, 7), random_image(cfg, 8)
+    acc.run(first, 0)
+    monkeypatch.setattr(TwinBuffer, "flush", lambda self: None)
+    stale = acc.run(second, 0, raw=True)[0]
+    assert np.array_equal(stale, golden.run(golden.quantize_image(first), 0).tokens)
+
+
+def test_timeout_raises_with_register_dump(tiny_setup) -> None:
+    cfg, path, _ = tiny_setup
+    with Accelerator.simulated(cfg, path, timeout_s=0.2) as a:
+        a.device.hang = True
+        with pytest.raises(AcceleratorTimeoutError, match=r"did not finish within 0.2 s; registers: ctrl@0x00=0x") as e:
+            a.run(random_image(cfg), 0)
+        assert "task@0x18" in str(e.value) and "weights@" in str(e.value)
+
+
+def test_bad_inputs(acc, tiny_setup) -> None:
+    cfg, _, _ = tiny_setup
+    with pytest.raises(ValueError, match=r"expected \[B, 3, 32, 32\]"):
+        acc.run(np.zeros((1, 3, 16, 16)), 0)
+    with pytest.raises(ValueError, match="unknown task 'sky'"):
+        acc.run(random_image(cfg), "sky")
+    with pytest.raises(TypeError, match="neither float"):
+        acc.run(np.zeros((3, 32, 32), dtype=bool), 0)
+    with pytest.raises(ValueError, match="input format"):
+        acc.run(np.full((3, 32, 32), 1 << 20, dtype=np.int64), 0)
+    with pytest.raises(ValueError, match="NaN"):
+        acc.run(np.full((3, 32, 32), np.nan), 0)
+
+
+def test_corrupt_weights_refused_before_any_device_write(tiny_setup, tmp_path) -> None:
+    cfg, path, _ = tiny_setup
+    bad = tmp_path / "bad.m3w"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    from m3vit.host.csim_device import csim_device
+
+    device, regmap = csim_device(cfg)
+    with pytest.raises(WeightsError, match="checksum"):
+        Accelerator(cfg, regmap, device, load_weights(bad, cfg))
+    assert device.memory.bytes_flushed == 0 and not device.memory.blocks and not device.register_writes
+    with pytest.raises(WeightsError):
+        Accelerator.simulated(cfg, bad)
+
+
+def test_threads_share_one_accelerator(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    images = _images(cfg, 4, seed=20)
+    want = {(i, t): golden.run(golden.quantize_image(images[i]), t).tokens for i in range(4) for t in range(2)}
+    errors: list[str] = []
+
+    def worker(i: int) -> None:
+        for t in (0, 1, 0):
+            if not np.array_equal(acc.run(images[i], t, raw=True)[0], want[(i, t)]):
+                errors.append(f"image {i} task {t}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+
+
+def test_close_frees_buffers(tiny_setup) -> None:
+    cfg, path, _ = tiny_setup
+    a = Accelerator.simulated(cfg, path)
+    mem = a.device.memory
+    assert len(mem.blocks) == 4
+    a.close()
+    assert not mem.blocks
+    with pytest.raises(RuntimeError, match="closed"):
+        a.run(random_image(cfg), 0)
+
+
+def test_benchmark_and_batches(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    stats = acc.benchmark(n=2, batch=2)
+    assert stats["throughput_images_per_s"] > 0 and stats["batch_size"] == 2
+    images = _images(cfg, 5, seed=30)  # grows the I/O buffers
+    out = acc.run(images, 1, raw=True)
+    assert np.array_equal(out[4], golden.run(golden.quantize_image(images[4]), 1).tokens)
+
+
+def test_layer_range_debug_matches_golden_taps(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    image = random_image(cfg, 40)
+    res = golden.run(golden.quantize_image(image), 1)
+    got = acc.run_tokens(res.taps["block0.out"][None], 1, first_layer=2, last_layer=3)
+    assert np.array_equal(got[0], res.taps["block2.out"])

@@ -17,7 +17,7 @@ def test_driver_is_bound_to_the_generated_ip() -> None:
     from pynq.overlay import _ip_drivers
 
     assert _ip_drivers[VLNV] is M3ViTIP
-    assert VLNV == f"xilinx.com:hls:{register_map()['top']}:1.0"
+    assert f"xilinx.com:hls:{register_map()['top']}:1.0" == VLNV
 
 
 def test_hwh_register_check() -> None:
@@ -26,7 +26,7 @@ def test_hwh_register_check() -> None:
            for a in register_map()["args"]}
     check_hwh_registers(regmap, hwh)  # agrees
     hwh["task"]["address_offset"] += 8
-    with pytest.raises(RuntimeError, match="register 'task' is at 0x20 in the .hwh but at 0x18"):
+    with pytest.raises(RuntimeError, match=r"register .task. is at 0x20 in the \.hwh but at 0x18"):
         check_hwh_registers(regmap, hwh)
 
 
@@ -35,5 +35,5 @@ def test_missing_bitstream_files_are_named(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_overlay(tmp_path / "x.bit", regmap)
     (tmp_path / "x.bit").write_bytes(b"\0")
-    with pytest.raises(FileNotFoundError, match="x.hwh is missing: pynq needs the .hwh beside x.bit"):
+    with pytest.raises(FileNotFoundError, match=r"x\.hwh is missing: pynq needs the \.hwh beside x\.bit"):
         open_overlay(tmp_path / "x.bit", regmap)

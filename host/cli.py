@@ -83,10 +83,10 @@ def load_float_model(cfg: DesignConfig, model: str, seed: int):
 
     ref = build_reference(cfg, seed=seed)
     if model != "random":
-        from m3vit.sim.checkpoint import import_weights
-
         if not Path(model).is_file():
             raise UserError(f"model file {model!r} does not exist (give a checkpoint, or 'random')")
+        from m3vit.sim.checkpoint import import_weights
+
         import_weights(ref, model)
     return ref.eval()
 

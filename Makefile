@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not timm" $(PYTEST_ARGS)
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

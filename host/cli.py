@@ -116,12 +116,12 @@ def open_accelerator(args: argparse.Namespace):
 
 def sample_images(cfg: DesignConfig, n: int, seed: int = 0) -> np.ndarray:
     """Deterministic sample images [n, C, H, W]: the synthetic multi-task scenes when available."""
-    try:
-        from m3vit.sim.data import sample_images as scenes
-    except ImportError:
-        scenes = None
-    if scenes is not None:
-        return scenes(cfg, n, seed)
+    try:  # the synthetic scenes need torch, which a board image may lack
+        from m3vit.sim.data import SyntheticScenes
+
+        return SyntheticScenes(cfg, "test", size=n, seed=seed).images.numpy()
+    except (ImportError, ValueError):
+        pass
     m = cfg.model
     return np.random.default_rng(seed).normal(0, 1, (n, m.in_channels, *m.image_size)).astype(np.float32)
 
@@ -267,7 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DELEGATES = {
+    "bench": ("m3vit.sim.bench", "main"),
+    "report": ("m3vit.sim.report", "main"),
+    "dse": ("m3vit.codegen.dse", "main"),
+    "train": ("m3vit.sim.train", "main"),
+    "eval": ("m3vit.sim.metrics", "eval_main"),
+}
+"""Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATES:
+        try:
+            return _delegate(*DELEGATES[argv[0]], argv[1:])
+        except (ConfigError, UserError, ValueError, FileNotFoundError) as err:
+            print(f"m3vit: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

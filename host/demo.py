@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from m3vit import REPO_ROOT
 from m3vit.codegen.config import DesignConfig, load_config
@@ -35,6 +34,29 @@ def _float_model(cfg: DesignConfig, seed: int):
         import_weights(ref, ckpt)
         return ref.eval(), f"trained checkpoint {ckpt.relative_to(REPO_ROOT)}"
     return ref.eval(), f"trained-scale random weights (seed {seed})"
+
+
+def _twin_metrics(cfg: DesignConfig, acc, ref, seed: int, count: int = 32) -> str:
+    """Primary task metrics of the twin's predictions and of the float model on held-out scenes."""
+    import torch
+
+    from m3vit.sim.data import SyntheticScenes
+    from m3vit.sim.metrics import make_meter, primary
+    from m3vit.sim.tasks import predict, task_kind
+
+    data = SyntheticScenes(cfg, "test", size=count, seed=seed)
+    parts = []
+    for task in cfg.model.tasks:
+        meters = {"twin": make_meter(task), "float": make_meter(task)}
+        twin = torch.from_numpy(acc.predict(data.images.numpy(), task.name))
+        with torch.no_grad():
+            flt = ref(data.images, task.name).head
+        kind = task_kind(task)
+        for name, out in (("twin", twin), ("float", flt)):
+            meters[name].update(predict(kind, out), data.targets[task.name])
+        (metric, twin_v), (_, float_v) = (primary(task, meters[k].compute()) for k in ("twin", "float"))
+        parts.append(f"{task.name} {metric} {twin_v:.2f} (float {float_v:.2f})")
+    return ", ".join(parts) + f" over {count} scenes"
 
 
 def _modeled_latency(cfg: DesignConfig) -> str:
@@ -65,57 +87,53 @@ def run_demo(config: str | Path = "tiny", seed: int = 0, images: int = 2) -> int
     cfg = load_config(config)
     m = cfg.model
     out = REPO_ROOT / "build" / cfg.name
-    tqdm.write(f"== m3vit demo: {cfg.name} ({m.num_tokens} tokens, depth {m.depth}, {m.num_experts} experts "
+    print(f"== m3vit demo: {cfg.name} ({m.num_tokens} tokens, depth {m.depth}, {m.num_experts} experts "
                f"top-{m.top_k}, tasks {', '.join(m.task_names)})")
     failures = 0
-    with tqdm(total=5, desc="demo", unit="step", leave=False) as bar:
-        project = generate(cfg, out)
-        tqdm.write(f"1. generated {project.relative_to(REPO_ROOT)} (HLS C++, testbench, run_hls.tcl, "
-              f"vivado/build_bitstream.tcl, register_map.json, weight_layout.json)")
-        bar.update()
+    project = generate(cfg, out)
+    print(f"1. generated {project.relative_to(REPO_ROOT)} (HLS C++, testbench, run_hls.tcl, "
+          f"vivado/build_bitstream.tcl, register_map.json, weight_layout.json)")
 
-        t0 = time.perf_counter()
-        lib = build_csim(project, cfg=cfg)
-        ref, source = _float_model(cfg, seed)
-        q = quantize_state_dict(cfg, ref.state_dict())
-        golden = GoldenModel(cfg, q)
-        packed = pack_weights(cfg, q)
-        scenes = sample_images(cfg, images, seed)
-        image_q = golden.quantize_image(scenes[0])
-        taps = 0
+    t0 = time.perf_counter()
+    lib = build_csim(project, cfg=cfg)
+    ref, source = _float_model(cfg, seed)
+    q = quantize_state_dict(cfg, ref.state_dict())
+    golden = GoldenModel(cfg, q)
+    packed = pack_weights(cfg, q)
+    scenes = sample_images(cfg, images, seed)
+    image_q = golden.quantize_image(scenes[0])
+    taps = 0
+    for task in m.task_names:
+        g = golden.run(image_q, task)
+        res = lib.run(packed, image_q, task, taps=True)
+        bad = compare_taps(g.taps, res.taps) + ([] if np.array_equal(res.tokens, g.tokens) else ["tokens"])
+        failures += bool(bad)
+        taps += len(g.taps)
+        if bad:
+            print(f"   task {task}: C simulation differs from the golden model at {bad[:5]}")
+    print(f"2. C simulation (g++) vs golden model: {'bit-exact' if not failures else 'MISMATCH'} at {taps} "
+          f"layer taps over {len(m.task_names)} tasks ({time.perf_counter() - t0:.1f} s incl. compile)")
+
+    weights_path = out / f"{cfg.name}.m3w"
+    manifest = pack_model(cfg, ref.state_dict(), weights_path)
+    print(f"3. packed {source} -> {weights_path.relative_to(REPO_ROOT)} ({manifest['device']['size']} device "
+          f"bytes, config hash {manifest['config_hash'][:12]})")
+
+    with Accelerator.simulated(cfg, weights_path, project_dir=project) as acc:
+        print(f"4. digital twin: {len(scenes)} sample images per task through the host driver")
         for task in m.task_names:
-            g = golden.run(image_q, task)
-            res = lib.run(packed, image_q, task, taps=True)
-            bad = compare_taps(g.taps, res.taps) + ([] if np.array_equal(res.tokens, g.tokens) else ["tokens"])
-            failures += bool(bad)
-            taps += len(g.taps)
-            if bad:
-                tqdm.write(f"   task {task}: C simulation differs from the golden model at {bad[:5]}")
-        tqdm.write(f"2. C simulation (g++) vs golden model: {'bit-exact' if not failures else 'MISMATCH'} at {taps} "
-              f"layer taps over {len(m.task_names)} tasks ({time.perf_counter() - t0:.1f} s incl. compile)")
-        bar.update()
+            raw = acc.run(scenes, task, raw=True)
+            same = all(np.array_equal(raw[i], golden.run(golden.quantize_image(scenes[i]), task).tokens)
+                       for i in range(len(scenes)))
+            failures += not same
+            pred = acc.predict(scenes, task)
+            print(f"   {task:>12}: output {list(pred.shape)}, mean {pred.mean():+.4f}, std {pred.std():.4f}, "
+                  f"range [{pred.min():+.3f}, {pred.max():+.3f}]; twin == golden: {same}")
+        if source.startswith("trained"):
+            print(f"   held-out task metrics, twin vs float model: {_twin_metrics(cfg, acc, ref, seed)}")
+        stats = acc.benchmark(n=3)
+        print(f"   twin throughput {stats['throughput_images_per_s']:.1f} images/s (C simulation on this CPU)")
 
-        weights_path = out / f"{cfg.name}.m3w"
-        manifest = pack_model(cfg, ref.state_dict(), weights_path)
-        tqdm.write(f"3. packed {source} -> {weights_path.relative_to(REPO_ROOT)} ({manifest['device']['size']} device "
-              f"bytes, config hash {manifest['config_hash'][:12]})")
-        bar.update()
-
-        with Accelerator.simulated(cfg, weights_path, project_dir=project) as acc:
-            tqdm.write(f"4. digital twin: {len(scenes)} sample images per task through the host driver")
-            for task in m.task_names:
-                raw = acc.run(scenes, task, raw=True)
-                same = all(np.array_equal(raw[i], golden.run(golden.quantize_image(scenes[i]), task).tokens)
-                           for i in range(len(scenes)))
-                failures += not same
-                pred = acc.predict(scenes, task)
-                tqdm.write(f"   {task:>12}: output {list(pred.shape)}, mean {pred.mean():+.4f}, std {pred.std():.4f}, "
-                      f"range [{pred.min():+.3f}, {pred.max():+.3f}]; twin == golden: {same}")
-            stats = acc.benchmark(n=3)
-            tqdm.write(f"   twin throughput {stats['throughput_images_per_s']:.1f} images/s (C simulation on this CPU)")
-        bar.update()
-
-        tqdm.write(f"5. modeled latency:\n   {_modeled_latency(cfg)}")
-        bar.update()
-    tqdm.write(f"== demo {'passed' if not failures else 'FAILED'} in {time.perf_counter() - t_start:.1f} s")
+    print(f"5. modeled latency:\n   {_modeled_latency(cfg)}")
+    print(f"== demo {'passed' if not failures else 'FAILED'} in {time.perf_counter() - t_start:.1f} s")
     return 1 if failures else 0

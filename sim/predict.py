@@ -1,0 +1,157 @@
+"""Predictors and split evaluation: float model, fixed-point golden model, and trivial baselines.
+
+A *predictor* maps (images [B, C, H, W], task name) to predictions in the layout of
+:func:`m3vit.sim.tasks.predict`. :func:`evaluate` runs one over a dataset and returns every task's
+metrics (:mod:`m3vit.sim.metrics`).
+
+* :class:`FloatPredictor` — the PyTorch reference model.
+* :class:`FixedPointPredictor` — the bit-accurate golden model (the accelerator's arithmetic) for the
+  backbone, then the task's float head on its tokens (the head runs on the host).
+* :class:`TrivialPredictor` — what can be predicted without looking at the image: per pixel, the most
+  frequent training label (segmentation) or the mean training target (depth, normals, saliency, edge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional
+from torch.utils.data import Dataset
+
+from m3vit.codegen.config import DesignConfig, TaskSpec, load_config
+from m3vit.sim.data import build_dataset, get_batch
+from m3vit.sim.metrics import make_meter
+from m3vit.sim.reference import M3ViT
+from m3vit.sim.tasks import TaskKind, check_task, predict
+
+Predictor = Callable[[Tensor, str], Tensor]
+
+
+class FloatPredictor:
+    """Predictions of the float model."""
+
+    def __init__(self, model: M3ViT) -> None:
+        self.model = model.eval()
+        self.kinds = {t.name: check_task(t) for t in model.cfg.model.tasks}
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, task: str) -> Tensor:
+        return predict(self.kinds[task], self.model(images, task).head)
+
+
+class FixedPointPredictor:
+    """Backbone by the golden model (integers), head in float on the dequantised tokens.
+
+    ``saturations`` counts the values the golden model clamped (act/qkv/... formats) over every call.
+    """
+
+    def __init__(self, model: M3ViT) -> None:
+        from m3vit.sim.golden import GoldenModel
+        from m3vit.sim.quantize import quantize_state_dict
+
+        self.model, self.cfg = model.eval(), model.cfg
+        self.kinds = {t.name: check_task(t) for t in self.cfg.model.tasks}
+        qmodel = quantize_state_dict(self.cfg, model.state_dict())
+        self.weight_saturations = sum(qmodel.saturation.values())
+        self.golden = GoldenModel(self.cfg, qmodel)
+        self.saturations = 0
+
+    def tokens(self, images: Tensor, task: str) -> Tensor:
+        """Golden-model backbone tokens [B, T, dim] as floats (integer · act lsb)."""
+        lsb = self.cfg.numerics.act.lsb
+        out = []
+        for image in images.double().numpy():
+            res = self.golden.run(self.golden.quantize_image(image), task, taps=False)
+            self.saturations += sum(sum(v.values()) for v in res.saturation.values())
+            out.append(res.tokens * lsb)
+        return torch.from_numpy(np.stack(out)).to(self.model.cls_token.dtype)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, task: str) -> Tensor:
+        return predict(self.kinds[task], self.model.head(self.tokens(images, task), task))
+
+
+class TrivialPredictor:
+    """Image-independent per-pixel prior estimated on a training set (see the module doc)."""
+
+    def __init__(self, cfg: DesignConfig, train: Dataset, batch_size: int = 256) -> None:
+        self.kinds = {t.name: check_task(t) for t in cfg.model.tasks}
+        channels = {t.name: t.channels for t in cfg.model.tasks}
+        sums: dict[str, Tensor] = {}
+        n = len(train)
+        for lo in range(0, n, batch_size):
+            batch = get_batch(train, range(lo, min(n, lo + batch_size)))
+            for name, kind in self.kinds.items():
+                t = batch[name]
+                if kind is TaskKind.SEGMENTATION:  # per-pixel class histogram
+                    valid = t < channels[name]
+                    s = functional.one_hot(torch.where(valid, t, 0), channels[name]).mul(valid[..., None]).sum(0)
+                    s = s.permute(2, 0, 1).double()  # [classes, H, W]
+                else:
+                    s = t.double().sum(0)
+                sums[name] = sums[name] + s if name in sums else s
+        self.prior: dict[str, Tensor] = {}
+        for name, kind in self.kinds.items():
+            if kind is TaskKind.SEGMENTATION:
+                self.prior[name] = sums[name].argmax(0)  # [H, W]
+            elif kind is TaskKind.NORMALS:
+                self.prior[name] = functional.normalize(sums[name], dim=0).float()
+            else:
+                self.prior[name] = (sums[name] / n).float()
+
+    def __call__(self, images: Tensor, task: str) -> Tensor:
+        p = self.prior[task]
+        return p.expand(images.shape[0], *p.shape)
+
+
+def evaluate(
+    predictor: Predictor, dataset: Dataset, tasks: Sequence[TaskSpec], batch_size: int = 64,
+    limit: int | None = None, edge_tolerance: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Every task's metrics of ``predictor`` over ``dataset`` (its first ``limit`` samples)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    meters = {t.name: make_meter(t, edge_tolerance) for t in tasks}
+    for lo in range(0, n, batch_size):
+        batch = get_batch(dataset, range(lo, min(n, lo + batch_size)))
+        for name, meter in meters.items():
+            meter.update(predictor(batch["image"], name), batch[name])
+    return {name: meter.compute() for name, meter in meters.items()}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, config: str | Path | DesignConfig | None = None, dataset: str = "synthetic",
+    data_root: str | Path | None = None, split: str = "val", size: int | None = None, seed: int = 0,
+    limit: int | None = None, fixed: bool = False, batch_size: int = 64,
+) -> dict[str, Any]:
+    """Float (and, with ``fixed``, golden-model) metrics of a checkpoint: ``{"float": …, "fixed": …}``."""
+    from m3vit.sim.checkpoint import load_model
+
+    cfg = load_config(config) if isinstance(config, (str, Path)) else config
+    model = load_model(checkpoint, cfg)
+    cfg = model.cfg
+    data = build_dataset(cfg, dataset, split, root=data_root, size=size, seed=seed)
+    report: dict[str, Any] = {
+        "config": cfg.name, "checkpoint": str(checkpoint), "dataset": dataset, "split": split,
+        "images": len(data) if limit is None else min(limit, len(data)),
+        "float": evaluate(FloatPredictor(model), data, cfg.model.tasks, batch_size, limit),
+    }
+    if fixed:
+        fp = FixedPointPredictor(model)
+        report["fixed"] = evaluate(fp, data, cfg.model.tasks, batch_size, limit)
+        report["saturations"] = {"weights": fp.weight_saturations, "activations": fp.saturations}
+    return report
+
+
+__all__ = [
+    "FixedPointPredictor",
+    "FloatPredictor",
+    "Predictor",
+    "TrivialPredictor",
+    "evaluate",
+    "evaluate_checkpoint",
+]

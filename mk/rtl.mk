@@ -1,0 +1,17 @@
+# RTL MoE unit (issue #5): generated SystemVerilog, cocotb benches on Verilator/Icarus, yosys estimate.
+#   make rtl     - generate build/<name>/rtl/moe_unit.sv and moe_unit_layout.json for $(CONFIG)
+#   make cocotb  - every cocotb test (slow ones included), then build/<name>/rtl_report.json (printed)
+#   make synth   - the yosys synthesis test (synth_xilinx -family xcup); slow, kept out of `make test`
+.PHONY: rtl cocotb synth
+
+rtl: install
+	$(PY) -c "import sys; from m3vit.codegen.config import load_config; \
+	from m3vit.codegen.rtl import generate_moe_unit; print(generate_moe_unit(load_config(sys.argv[1])).sources[0])" \
+	$(CONFIG)
+
+cocotb: install
+	$(PY) -m pytest tests/rtl -m "cocotb" $(PYTEST_ARGS)
+	$(PY) -m m3vit.sim.cocotb_runner --config $(CONFIG)
+
+synth: install
+	$(PY) -m pytest tests/rtl -m synth $(PYTEST_ARGS)

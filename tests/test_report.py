@@ -1,0 +1,79 @@
+"""The performance report (m3vit.sim.report) renders: HTML, markdown and valid PNG plots."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from m3vit.codegen.config import load_config, with_overrides
+from m3vit.sim import report
+
+pytest.importorskip("matplotlib")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 200 and height > 150
+    assert data[-8:-4] == b"IEND"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)  # decodes every chunk (CRC and zlib checked)
+    assert img.shape[:2] == (height, width)
+    assert img.std() > 0  # not a blank canvas
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("report")
+    return report.write_report(load_config("tiny"), out, routing="golden")
+
+
+def test_report_files_and_plots(tiny_report) -> None:
+    assert set(tiny_report) == {"html", "markdown", *report.PLOTS}
+    for name in report.PLOTS:
+        _check_png(tiny_report[name])
+    html = tiny_report["html"].read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    for name in report.PLOTS:
+        assert f'src="{name}.png"' in html
+    md = tiny_report["markdown"].read_text()
+    assert md.startswith("# Performance report: tiny")
+    for name in report.PLOTS:
+        assert f"({name}.png)" in md
+    assert "| expert_by_expert |" in md and "| block3 |" in md and "weight_slots" in md
+
+
+def test_report_cli_reduced_pascal(tmp_path: Path, capsys) -> None:
+    assert report.main(["m3vit_small_pascal", "--image-size", "64", "64", "--routing", "synthetic",
+                        "-o", str(tmp_path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    for name in report.PLOTS:
+        _check_png(tmp_path / f"{name}.png")
+    md = (tmp_path / "report.md").read_text()
+    assert "637.5" in md  # the paper's number sits next to the modeled cache baseline
+    assert report.main(["no_such_preset"]) == 2
+
+
+def test_report_of_a_dense_model_has_no_schedules(tmp_path: Path) -> None:
+    dense = with_overrides(load_config("tiny"), **{"model.moe_blocks": []})
+    paths = report.write_report(dense, tmp_path, routing="balanced")
+    assert set(paths) == {"html", "markdown", "layers", "roofline"}
+    assert "MoE schedules" not in paths["markdown"].read_text()
+    for name in ("layers", "roofline"):
+        _check_png(paths[name])
+
+
+def test_roofline_points_are_below_the_roofs() -> None:
+    cfg = load_config("tiny")
+    d = report.collect(cfg, routing="balanced")
+    peak = d.perf.resources.dsp_by_unit["mac_array"] * cfg.hardware.clock_mhz * 1e6 / 1e9
+    for _kind, (intensity, gmacs) in report.roofline_points(d.perf).items():
+        assert intensity > 0 and 0 < gmacs <= peak

@@ -228,11 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Handler, config: bool = True) -> argparse.ArgumentParser:
+    def add(name: str, fn: Handler, config: bool = True, default: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
         if config:
-            p.add_argument("config", help="config file or preset name (tiny, vit_tiny_cityscapes, "
-                                          "m3vit_small_pascal, m3vit_small_nyud)")
+            p.add_argument("config", nargs="?" if default else None, default=default,
+                           help="config file or preset name (tiny, vit_tiny_cityscapes, m3vit_small_pascal, "
+                                f"m3vit_small_nyud, ...){f'; default {default}' if default else ''}")
         p.set_defaults(func=fn)
         return p
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bitstream", cmd_bitstream)
     p.add_argument("-o", "--out", help="project directory (default build/<name>)")
     p.add_argument("--jobs", type=int, default=2, help="Vivado implementation jobs")
-    p = add("demo", cmd_demo)
+    p = add("demo", cmd_demo, default="tiny")
     p.add_argument("--seed", type=int, default=0)
     for name, fn in (("bench", cmd_bench), ("report", cmd_report), ("dse", cmd_dse), ("train", cmd_train),
                      ("eval", cmd_eval)):

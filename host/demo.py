@@ -65,7 +65,7 @@ def _modeled_latency(cfg: DesignConfig) -> str:
     except ImportError:
         return "performance model not available"
     lines = []
-    for name in (cfg, "m3vit_small_pascal"):
+    for name in (cfg, "m3vit_small_pascal", "m3vit_small_pascal_dse", "m3vit_small_nyud_dse"):
         c = name if isinstance(name, DesignConfig) else load_config(name)
         r = evaluate(c)
         lines.append(f"{c.name} on {c.hardware.board} @ {c.hardware.clock_mhz:g} MHz: {r.latency_ms:.3f} ms/image "

@@ -25,6 +25,8 @@ REDUCED = {
     "vit_tiny_cityscapes": {"model.image_size": [64, 128]},
     "m3vit_small_pascal": {"model.image_size": [64, 64]},
     "m3vit_small_nyud": {"model.image_size": [48, 64]},
+    "m3vit_small_pascal_dse": {"model.image_size": [64, 64]},  # 8-bit activations into the MAC array
+    "m3vit_small_nyud_dse": {"model.image_size": [48, 64]},
 }
 
 

@@ -447,7 +447,10 @@ def test_odd_tiles(designs) -> None:
         assert_bit_exact(d, task)
 
 
-@pytest.mark.parametrize("preset", ["vit_tiny_cityscapes", "m3vit_small_pascal", "m3vit_small_nyud"])
+@pytest.mark.parametrize(
+    "preset",
+    ["vit_tiny_cityscapes", "m3vit_small_pascal", "m3vit_small_nyud", "m3vit_small_pascal_dse", "m3vit_small_nyud_dse"],
+)
 def test_presets_reduced(designs, preset) -> None:
     d = designs(preset, **REDUCED)
     assert d.cfg.model.is_moe(1)

@@ -19,11 +19,6 @@ EXP2_MAX_SHIFT = 31
 """exp2neg clamps its integer shift to this value (any shift ≥ 17 already gives 0)."""
 
 
-def round_half_up_div_pow2(x: int, shift: int) -> int:
-    """floor((x + 2^(shift-1)) / 2^shift) for Python integers (shift ≥ 1), the spec's RSHR."""
-    return (x + (1 << (shift - 1))) >> shift
-
-
 def exp2_table(frac_bits: int) -> list[int]:
     """E[j] = round(2^(PROB_FRAC - j / 2^frac_bits)) for j in [0, 2^frac_bits); E[0] = 2^PROB_FRAC."""
     n = 1 << frac_bits

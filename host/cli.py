@@ -44,7 +44,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     print("  formats: " + ", ".join(f"{k} {getattr(n, k)}" for k in
                                     ("input", "act", "norm", "qkv", "hidden", "logit", "weight", "ln_param")))
     print(f"  hardware: {hw.board} ({hw.board_spec.part}) @ {hw.clock_mhz:g} MHz, MAC {hw.mac_in}x{hw.mac_out}")
-    return 0
+    from m3vit.codegen.hls import hls_problems
+
+    problems = hls_problems(cfg)
+    for problem in problems:
+        print(f"  HLS generator: cannot build this design: {problem}")
+    return 1 if problems else 0
 
 
 # ------------------------------------------------------------------------------------------ generate
@@ -77,8 +82,13 @@ def cmd_csim(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ weights
-def load_float_model(cfg: DesignConfig, model: str, seed: int):
-    """A reference model with the weights of ``model``: a checkpoint file, or ``random`` (trained-scale init)."""
+def load_float_model(cfg: DesignConfig, model: str, seed: int, allow_missing: bool = False):
+    """A reference model with the weights of ``model``: a checkpoint file, or ``random`` (trained-scale init).
+
+    A checkpoint that lacks some of the model's tensors (a DeiT file has no experts or routers; a foreign
+    file may lack the task heads) is refused unless ``allow_missing``: those tensors would silently keep
+    their random initialisation.
+    """
     from m3vit.sim.reference import build_reference
 
     ref = build_reference(cfg, seed=seed)
@@ -87,7 +97,15 @@ def load_float_model(cfg: DesignConfig, model: str, seed: int):
             raise UserError(f"model file {model!r} does not exist (give a checkpoint, or 'random')")
         from m3vit.sim.checkpoint import import_weights
 
-        import_weights(ref, model)
+        result = import_weights(ref, model)
+        if result.missing and not allow_missing:
+            raise UserError(
+                f"{model} lacks {len(result.missing)} of the model's tensors (e.g. {result.missing[:3]}); "
+                f"pass --allow-missing to keep their random initialisation"
+            )
+        if result.missing:
+            print(f"warning: {len(result.missing)} tensors keep their random initialisation "
+                  f"(e.g. {result.missing[:3]})", file=sys.stderr)
     return ref.eval()
 
 
@@ -96,7 +114,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from m3vit.host.weights import pack_model
 
     cfg = load_config(args.config)
-    ref = load_float_model(cfg, args.model, args.seed)
+    ref = load_float_model(cfg, args.model, args.seed, args.allow_missing)
     manifest = pack_model(cfg, ref.state_dict(), args.output)
     sat = sum(manifest.get("weights_saturated", {}).values())
     print(f"wrote {args.output}: {manifest['device']['size']} device bytes in {len(manifest['device']['tensors'])} "
@@ -129,7 +147,9 @@ def sample_images(cfg: DesignConfig, n: int, seed: int = 0) -> np.ndarray:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run sample images through the accelerator (the digital twin, or a board with --bitfile)."""
     cfg = load_config(args.config)
-    images = np.load(args.images) if args.images else sample_images(cfg, args.count, args.seed)
+    if args.count < 1:
+        raise UserError(f"--count must be at least 1, got {args.count}")
+    images = np.load(args.images, allow_pickle=False) if args.images else sample_images(cfg, args.count, args.seed)
     with open_accelerator(args) as acc:
         tasks = [args.task] if args.task else cfg.model.task_names
         for task in tasks:
@@ -138,6 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             dt = time.perf_counter() - t0
             print(f"task {task}: output {list(out.shape)}, mean {out.mean():+.4f}, std {out.std():.4f} "
                   f"({dt * 1e3:.1f} ms for {len(images)} images, {'board' if args.bitfile else 'twin'})")
+            sat = acc.saturation()
+            if sat:
+                print(f"  saturated values (last image): {sat}")
     return 0
 
 
@@ -248,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="config file or preset name")
     p.add_argument("-o", "--output", required=True, help="weights file to write (.m3w)")
     p.add_argument("--seed", type=int, default=0, help="seed for 'random' weights")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="accept a checkpoint that lacks some tensors (they keep a random initialisation)")
     p.set_defaults(func=cmd_pack)
     p = add("run", cmd_run)
     p.add_argument("weights", help=".m3w weights file (m3vit pack)")
@@ -289,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, UserError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
+    except (ConfigError, UserError, ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
+        # RuntimeError covers AcceleratorError (time-outs, kernel errors) and pynq's "No Devices Found"
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"m3vit: error: {msg}", file=sys.stderr)
         return 2

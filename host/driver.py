@@ -23,9 +23,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from m3vit.codegen.config import DesignConfig, load_config
-from m3vit.codegen.layout import pack_images, pack_tokens, scratch_layout, unpack_tokens
+from m3vit.codegen.layout import pack_images, pack_tokens, read_saturation, scratch_layout, unpack_tokens
 from m3vit.host.heads import task_head
 from m3vit.host.weights import Weights, WeightsError, load_weights
+from m3vit.sim.fixedpoint import SaturationLog, quantize_float
 
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 CTRL = 0x00
@@ -81,6 +82,8 @@ class Accelerator:
         self.timeout_s = timeout_s
         self._lock = threading.RLock()
         self._task: int | None = None
+        self._host_saturation: dict[str, dict[str, int]] = {}
+        self.last_kernel_s = 0.0
         self._closed = False
         self._buffers: dict[str, Any] = {}
         # weights: uploaded once
@@ -149,7 +152,7 @@ class Accelerator:
         self.device.write(self.regmap.offset(name), int(value) & 0xFFFF_FFFF)
 
     # ------------------------------------------------------------------------------ inputs
-    def _images_to_int(self, images: np.ndarray) -> np.ndarray:
+    def _images_to_int(self, images: np.ndarray, quantized: bool) -> np.ndarray:
         m, fmt = self.cfg.model, self.cfg.numerics.input
         images = np.asarray(images)
         if images.ndim == 3:
@@ -161,21 +164,31 @@ class Accelerator:
         if np.issubdtype(images.dtype, np.floating):
             if not np.all(np.isfinite(images)):
                 raise ValueError("images contain NaN or inf")
-            return np.clip(np.floor(images * 2.0**fmt.frac + 0.5), fmt.qmin, fmt.qmax).astype(np.int64)
-        if np.issubdtype(images.dtype, np.integer):
+            log = SaturationLog()
+            log.layer = "host"
+            ints = quantize_float(images, fmt, log, "input")  # docs/numerics.md §4; clipped pixels are counted
+            self._host_saturation = log.by_layer()
+            return ints
+        if np.issubdtype(images.dtype, np.integer) and not np.issubdtype(images.dtype, np.bool_):
+            if not quantized:
+                raise TypeError(f"integer images ({images.dtype}) are taken as {fmt} values only with quantized=True;"
+                                f" pass normalised float images otherwise")
             if images.size and (images.min() < fmt.qmin or images.max() > fmt.qmax):
                 raise ValueError(f"integer images must lie in the input format {fmt} range [{fmt.qmin}, {fmt.qmax}]")
+            self._host_saturation = {}
             return images.astype(np.int64)
         raise TypeError(f"images dtype {images.dtype} is neither float (normalised) nor integer ({fmt})")
 
     # ------------------------------------------------------------------------------ running
-    def run(self, images: np.ndarray, task: str | int, raw: bool = False) -> np.ndarray:
-        """Backbone tokens [B, T, dim] for images [B, C, H, W] (float: normalised; int: input format).
+    def run(self, images: np.ndarray, task: str | int, raw: bool = False, quantized: bool = False) -> np.ndarray:
+        """Backbone tokens [B, T, dim] for images [B, C, H, W] or [C, H, W].
 
-        Returns floats (act format scaled) or, with ``raw=True``, the integers the kernel wrote.
+        Images are normalised floats (quantised here; clipped pixels are counted, see :meth:`saturation`),
+        or, with ``quantized=True``, integers already in the config's input format. Returns floats (the act
+        format scaled) or, with ``raw=True``, the integers the kernel wrote.
         """
         t = self.cfg.model.task_index(task)
-        ints = self._images_to_int(images)
+        ints = self._images_to_int(images, quantized)
         with self._lock:
             self._check_open()
             b = ints.shape[0]
@@ -197,9 +210,16 @@ class Accelerator:
         return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
 
     def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
-        """Debug: run layers ``first_layer..last_layer`` on integer token matrices [B, T, dim] (act)."""
+        """Debug: run layers ``first_layer..last_layer`` (i + 1 = block i) on integer tokens [B, T, dim] (act)."""
         t = self.cfg.model.task_index(task)
+        depth = self.cfg.model.depth
+        if not 1 <= first_layer <= last_layer <= depth:
+            raise ValueError(f"layer range [{first_layer}, {last_layer}] must satisfy 1 <= first <= last <= {depth} "
+                             f"(layer 0, the patch embedding, takes images: use run())")
         tokens = np.asarray(tokens, dtype=np.int64)
+        m = self.cfg.model
+        if tokens.ndim != 3 or tokens.shape[1:] != (m.num_tokens, m.dim):
+            raise ValueError(f"tokens have shape {list(tokens.shape)}; expected [B, {m.num_tokens}, {m.dim}]")
         with self._lock:
             self._check_open()
             b = tokens.shape[0]
@@ -217,7 +237,18 @@ class Accelerator:
             self._buffers["output"].invalidate()
             return unpack_tokens(self.cfg, np.asarray(self._buffers["output"]), b)
 
+    def saturation(self) -> dict[str, dict[str, int]]:
+        """Saturation counts of the last image the kernel processed (layer → class → count), read from the
+        kernel's counters in the scratch buffer, plus ``host`` → ``input`` for pixels clipped while quantising."""
+        with self._lock:
+            self._check_open()
+            scratch = self._buffers["scratch"]
+            scratch.invalidate()
+            counts = read_saturation(self.cfg, np.asarray(scratch))
+        return {**{k: v for k, v in counts.items() if v}, **self._host_saturation}
+
     def _start_and_wait(self) -> None:
+        t_start = time.perf_counter()
         self.device.write(CTRL, AP_START)
         deadline = time.monotonic() + self.timeout_s
         delay = 1e-4
@@ -231,6 +262,7 @@ class Accelerator:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+        self.last_kernel_s = time.perf_counter() - t_start
         err = getattr(self.device, "error", None)
         if err is not None:
             self.device.error = None
@@ -254,15 +286,18 @@ class Accelerator:
         m = self.cfg.model
         images = np.zeros((batch, m.in_channels, *m.image_size), np.float32)
         self.run(images, task)  # warm-up, sets the task
-        times = []
+        times, kernel = [], []
         for _ in range(n):
             t0 = time.perf_counter()
             self.run(images, task)
             times.append(time.perf_counter() - t0)
+            kernel.append(self.last_kernel_s)
         runtime = float(np.mean(times))
         lay = scratch_layout(self.cfg)
         return {
             "runtime_ms": runtime * 1e3, "latency_ms_p50": float(np.median(times)) * 1e3,
+            "kernel_ms": float(np.mean(kernel)) * 1e3,  # ap_start → ap_done seen by the poll loop
+            "host_overhead_ms": (runtime - float(np.mean(kernel))) * 1e3,  # quantise, pack, flush, invalidate
             "throughput_images_per_s": batch / runtime, "batch_size": batch,
             "dram_in_bandwidth_MBps": batch * lay.image_bytes / runtime / 1e6,
             "dram_out_bandwidth_MBps": batch * lay.token_bytes / runtime / 1e6,

@@ -151,7 +151,11 @@ def parse_weights(data: bytes, cfg: DesignConfig, build_hash: str | None = None,
             f"{cfg.config_hash()[:12]}; use the config the bitstream was built with"
         )
     start = 12 + n + (-(12 + n) % ALIGN)
-    dev_size, host_size = manifest["device"]["size"], manifest["host"]["size"]
+    try:
+        dev_size, host_size = int(manifest["device"]["size"]), int(manifest["host"]["size"])
+        dev_tensors, host_tensors = manifest["device"]["tensors"], manifest["host"]["tensors"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsError(f"{source}: corrupt manifest (missing or bad {err})") from None
     if len(data) != start + dev_size + host_size:
         raise WeightsError(
             f"{source}: truncated or padded: {len(data)} bytes, the manifest describes {start + dev_size + host_size}"
@@ -161,10 +165,13 @@ def parse_weights(data: bytes, cfg: DesignConfig, build_hash: str | None = None,
         raise WeightsError(f"{source}: device section of {dev_size} bytes; {cfg.name}'s layout needs {lay.total_bytes}")
     device = np.frombuffer(data, np.uint8, dev_size, start)
     if _sha(device) != manifest["device"]["sha256"]:
-        bad = [t["name"] for t in manifest["device"]["tensors"]
+        bad = [t["name"] for t in dev_tensors
                if _sha(device[t["offset"] : t["offset"] + t["nbytes"]]) != t["sha256"]]
         raise WeightsError(f"{source}: checksum mismatch in the device section (corrupt tensors: {bad[:5]})")
-    for t, spec in zip(manifest["device"]["tensors"], lay.tensors, strict=False):
+    if len(dev_tensors) != len(lay.tensors):
+        raise WeightsError(f"{source}: the manifest lists {len(dev_tensors)} device tensors; the layout has "
+                           f"{len(lay.tensors)}")
+    for t, spec in zip(dev_tensors, lay.tensors, strict=True):
         if (t["name"], t["offset"], tuple(t["shape"])) != (spec.name, spec.offset, spec.shape):
             raise WeightsError(f"{source}: tensor {t['name']!r} at {t['offset']} does not match the layout's "
                                f"{spec.name!r} at {spec.offset}")
@@ -173,8 +180,14 @@ def parse_weights(data: bytes, cfg: DesignConfig, build_hash: str | None = None,
         raise WeightsError(f"{source}: checksum mismatch in the host section")
     host = {
         e["name"]: np.frombuffer(host_raw, "<f4", int(np.prod(e["shape"])), e["offset"]).reshape(e["shape"])
-        for e in manifest["host"]["tensors"]
+        for e in host_tensors
     }
+    for task in cfg.model.tasks:  # the CPU heads must match the config's tasks
+        for key, shape in ((f"heads.{task.name}.proj.weight", (task.channels, cfg.model.dim)),
+                           (f"heads.{task.name}.norm.weight", (cfg.model.dim,))):
+            if key not in host or host[key].shape != shape:
+                found = list(host[key].shape) if key in host else "nothing"
+                raise WeightsError(f"{source}: host tensor {key!r} should have shape {list(shape)}, found {found}")
     return Weights(path=None, manifest=manifest, device=device.copy(), host=host)
 
 

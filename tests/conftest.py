@@ -6,10 +6,14 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from m3vit.codegen.config import DesignConfig, load_config, parse_config
 from m3vit.sim.quantize import QuantizedModel, quantize_state_dict
 from m3vit.sim.reference import build_reference
+
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.load_profile("repeatable")  # the same examples on every run and machine (no .hypothesis/ state)
 
 MICRO = {
     "name": "micro",

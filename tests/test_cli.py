@@ -61,3 +61,27 @@ def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     for cmd in ("generate", "csim", "pack", "run", "bench", "report", "dse", "train", "eval", "bitstream", "demo"):
         assert cmd in out
+
+
+def test_check_reports_designs_the_generator_cannot_build(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    cfg = tmp_path / "wide.yaml"
+    cfg.write_text("name: wide\nmodel: {image_size: [256, 256], patch_size: 8, dim: 64, num_heads: 4, depth: 2,\n"
+                   "  num_experts: 4, top_k: 2, expert_hidden: 64, tasks: [{name: a, channels: 1}]}\n"
+                   "numerics: {qkv: {bits: 23, frac: 10}, acc_bits: 52}\n")
+    assert main(["check", str(cfg)]) == 1
+    assert "HLS generator: cannot build this design" in capsys.readouterr().out
+
+
+def test_pack_refuses_partial_checkpoints(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from m3vit.codegen.config import load_config
+    from tests.conftest import reference
+
+    sd = {k: v.contiguous() for k, v in reference(load_config("tiny")).state_dict().items() if "experts" not in k}
+    save_file(sd, str(tmp_path / "partial.safetensors"))
+    out = tmp_path / "p.m3w"
+    assert main(["pack", str(tmp_path / "partial.safetensors"), "tiny", "-o", str(out)]) == 2
+    assert "lacks" in capsys.readouterr().err and not out.exists()
+    assert main(["pack", str(tmp_path / "partial.safetensors"), "tiny", "-o", str(out), "--allow-missing"]) == 0
+    assert out.exists()

@@ -111,8 +111,16 @@ def test_bad_inputs(acc, tiny_setup) -> None:
         acc.run(random_image(cfg), "sky")
     with pytest.raises(TypeError, match="neither float"):
         acc.run(np.zeros((3, 32, 32), dtype=bool), 0)
+    with pytest.raises(TypeError, match="quantized=True"):
+        acc.run(np.full((3, 32, 32), 200, dtype=np.uint8), 0)  # a raw 8-bit photo is not the input format
     with pytest.raises(ValueError, match="input format"):
-        acc.run(np.full((3, 32, 32), 1 << 20, dtype=np.int64), 0)
+        acc.run(np.full((3, 32, 32), 1 << 20, dtype=np.int64), 0, quantized=True)
+    with pytest.raises(ValueError, match="1 <= first <= last <= 4"):
+        acc.run_tokens(np.zeros((1, 17, 64), np.int64), 0, first_layer=3, last_layer=2)
+    with pytest.raises(ValueError, match="1 <= first"):
+        acc.run_tokens(np.zeros((1, 17, 64), np.int64), 0, first_layer=0, last_layer=2)
+    with pytest.raises(ValueError, match=r"expected \[B, 17, 64\]"):
+        acc.run_tokens(np.zeros((1, 16, 64), np.int64), 0, first_layer=1, last_layer=2)
     with pytest.raises(ValueError, match="NaN"):
         acc.run(np.full((3, 32, 32), np.nan), 0)
 
@@ -178,3 +186,26 @@ def test_layer_range_debug_matches_golden_taps(acc, tiny_setup) -> None:
     res = golden.run(golden.quantize_image(image), 1)
     got = acc.run_tokens(res.taps["block0.out"][None], 1, first_layer=2, last_layer=3)
     assert np.array_equal(got[0], res.taps["block2.out"])
+
+
+def test_quantized_integer_images_equal_float_images(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    image = random_image(cfg, 50)
+    q = golden.quantize_image(image)
+    assert np.array_equal(acc.run(q, 0, raw=True, quantized=True), acc.run(image, 0, raw=True))
+
+
+def test_saturation_is_reported(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    image = random_image(cfg, 51)
+    acc.run(image, 0)
+    assert acc.saturation() == golden.run(golden.quantize_image(image), 0).saturation == {}
+    loud = image * 50.0  # far outside the input format: pixels clip on the host, activations saturate
+    acc.run(loud, 1)
+    sat = acc.saturation()
+    clipped = int(np.count_nonzero(np.abs(loud * 2**cfg.numerics.input.frac) > 2**15 - 1))
+    assert sat["host"]["input"] == clipped > 0
+    kernel = {k: v for k, v in sat.items() if k != "host"}
+    assert kernel == golden.run(golden.quantize_image(loud), 1).saturation
+    stats = acc.benchmark(n=2)
+    assert 0 < stats["kernel_ms"] <= stats["runtime_ms"]

@@ -37,3 +37,16 @@ def test_missing_bitstream_files_are_named(tmp_path) -> None:
     (tmp_path / "x.bit").write_bytes(b"\0")
     with pytest.raises(FileNotFoundError, match=r"x\.hwh is missing: pynq needs the \.hwh beside x\.bit"):
         open_overlay(tmp_path / "x.bit", regmap)
+
+
+def test_board_side_imports_without_torch() -> None:
+    """The board image has no PyTorch: the driver, weights loader and heads must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['safetensors'] = None; "
+            "import m3vit.host.driver, m3vit.host.weights, m3vit.host.heads, m3vit.host.pynq_device; "
+            "from m3vit.host.cli import sample_images; from m3vit.codegen.config import load_config; "
+            "print(sample_images(load_config('tiny'), 1).shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(1, 3, 32, 32)"

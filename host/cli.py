@@ -218,7 +218,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_dse(args: argparse.Namespace) -> int:
     """Design-space exploration: Pareto front of parallelism knobs and formats; writes the best config."""
-    return _delegate("m3vit.codegen.dse", "main", args.rest)
+    return _delegate("m3vit.sim.dse", "main", args.rest)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATES = {
     "bench": ("m3vit.sim.bench", "main"),
     "report": ("m3vit.sim.report", "main"),
-    "dse": ("m3vit.codegen.dse", "main"),
+    "dse": ("m3vit.sim.dse", "main"),
     "train": ("m3vit.sim.train", "main"),
     "eval": ("m3vit.sim.metrics", "eval_main"),
 }

@@ -14,4 +14,4 @@ perf-report: install
 	$(PY) -m m3vit.sim.report $(CONFIG)
 
 dse: install
-	$(PY) -m m3vit.codegen.dse $(CONFIG) --board zcu104
+	$(PY) -m m3vit.sim.dse $(CONFIG) --board zcu104

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from m3vit import REPO_ROOT
-from m3vit.codegen import dse, perf
+from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, load_config, with_overrides
+from m3vit.sim import dse
 from m3vit.sim import schedules as sch
 
 PRESETS = ("m3vit_small_pascal", "m3vit_small_nyud")

@@ -192,7 +192,7 @@ def write_config(d: Design, path: str | Path, name: str | None = None) -> Path:
     data = cfg.model_dump(mode="json")
     cos = "not measured" if d.cosine is None else f"{d.cosine:.4f}"
     header = (
-        f"# Written by `m3vit dse` (m3vit.codegen.dse): the lowest-latency design within "
+        f"# Written by `m3vit dse` (m3vit.sim.dse): the lowest-latency design within "
         f"{perf.ARCH.util_limit:.0%} of every {d.cfg.hardware.board} resource.\n"
         f"# Modeled (m3vit.codegen.perf, balanced routing): {d.latency_ms:.2f} ms per image and task at "
         f"{d.cfg.hardware.clock_mhz:g} MHz; DSP floor {d.floor_ms:.2f} ms ({d.floor_ratio:.1%});\n"
@@ -220,7 +220,7 @@ def format_study(cfg: DesignConfig, progress: bool = True) -> tuple[dict[str, di
     """Candidate 8-bit activation formats calibrated on the float reference, with their accuracy proxies.
 
     Runs the PyTorch reference and the golden model at reduced image size (m3vit.sim.schedules)."""
-    from m3vit.sim import schedules  # run time only: the accuracy proxy needs the golden model
+    from m3vit.sim import schedules  # imported here: only the format study needs the golden model
 
     small = with_overrides(cfg, **schedules._reduced_size(cfg))
     ranges = schedules.activation_ranges(small)

@@ -46,6 +46,7 @@ class Device(Protocol):
     def read(self, offset: int) -> int: ...
     def write(self, offset: int, value: int) -> None: ...
     def allocate(self, shape: Any, dtype: Any = ..., cacheable: bool = ...) -> Any: ...
+    def reset(self) -> None: ...
 
 
 class RegisterMap:
@@ -302,6 +303,16 @@ class Accelerator:
             "dram_in_bandwidth_MBps": batch * lay.image_bytes / runtime / 1e6,
             "dram_out_bandwidth_MBps": batch * lay.token_bytes / runtime / 1e6,
         }
+
+    def reset(self) -> None:
+        """Recover after a time-out: reset the device (the twin restarts its kernel; a board re-downloads the
+        bitstream), then write the buffer addresses again. Weights stay in DDR and are not re-uploaded."""
+        with self._lock:
+            self._check_open()
+            self.device.reset()
+            self._task = None
+            for name in ("weights", "scratch", "input", "output"):
+                self._write_pointer(name, self._buffers[name].device_address)
 
     # ------------------------------------------------------------------------------ lifetime
     def _check_open(self) -> None:

@@ -23,8 +23,16 @@ class M3ViTIP(pynq.DefaultIP):
 
     bindto: ClassVar[list[str]] = [VLNV]
 
+    overlay: pynq.Overlay | None = None
+
     def allocate(self, shape: Any, dtype: Any = np.uint8, cacheable: bool = True) -> Any:
         return pynq.allocate(shape, dtype, cacheable=cacheable)
+
+    def reset(self) -> None:
+        """An HLS block has no soft reset: re-download the bitstream (DDR buffers survive)."""
+        if self.overlay is None:
+            raise RuntimeError("cannot reset: the IP was not opened through open_overlay()")
+        self.overlay.download()
 
 
 def check_hwh_registers(regmap: RegisterMap, hwh_registers: dict[str, dict[str, Any]]) -> None:
@@ -55,4 +63,5 @@ def open_overlay(bitfile: str | Path, regmap: RegisterMap) -> M3ViTIP:
     if not isinstance(ip, M3ViTIP):
         raise RuntimeError(f"the overlay has no {VLNV} instance named {name!r}; IPs: {sorted(overlay.ip_dict)}")
     check_hwh_registers(regmap, getattr(ip, "_registers", None) or {})
+    ip.overlay = overlay
     return ip

@@ -150,6 +150,13 @@ class SimulatedDevice:
             self.runs += 1
             self.registers[CTRL] = (self.registers[CTRL] & ~AP_START) | AP_DONE | AP_IDLE | AP_READY
 
+    def reset(self) -> None:
+        """Like a PL reset: registers cleared and idle; a hung kernel run is abandoned. Memory is kept."""
+        with self._lock:
+            self.hang = False
+            self.error = None
+            self.registers = {CTRL: AP_IDLE}
+
     def reset_counters(self) -> None:
         self.memory.bytes_flushed = self.memory.bytes_invalidated = 0
         self.register_writes.clear()

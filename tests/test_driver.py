@@ -94,13 +94,17 @@ def test_missing_cache_flush_is_visible(acc, tiny_setup, monkeypatch) -> None:
     assert np.array_equal(stale, golden.run(golden.quantize_image(first), 0).tokens)
 
 
-def test_timeout_raises_with_register_dump(tiny_setup) -> None:
-    cfg, path, _ = tiny_setup
+def test_timeout_raises_with_register_dump_and_reset_recovers(tiny_setup) -> None:
+    cfg, path, golden = tiny_setup
     with Accelerator.simulated(cfg, path, timeout_s=0.2) as a:
         a.device.hang = True
         with pytest.raises(AcceleratorTimeoutError, match=r"did not finish within 0.2 s; registers: ctrl@0x00=0x") as e:
             a.run(random_image(cfg), 0)
         assert "task@0x18" in str(e.value) and "weights@" in str(e.value)
+        a.reset()  # recovers: pointers rewritten, weights still in device memory
+        a.timeout_s = 60
+        assert np.array_equal(a.run(random_image(cfg, 3), 1, raw=True)[0],
+                              golden.run(golden.quantize_image(random_image(cfg, 3)), 1).tokens)
 
 
 def test_bad_inputs(acc, tiny_setup) -> None:

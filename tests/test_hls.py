@@ -564,6 +564,14 @@ def test_standalone_testbench_ap_types(designs) -> None:
     assert proc.returncode == 1 and "block1.mlp" in proc.stdout
 
 
+def test_dse_preset_with_ap_types(designs) -> None:
+    """The 8-bit DSE design compiled with Vitis' real ap_int widths (not native containers): still exact."""
+    d = designs("m3vit_small_pascal_dse", **REDUCED)
+    lib = build_csim(d.project, native=False, cfg=d.cfg)
+    ap = Design(d.cfg, d.project, lib, d.qmodel, d.packed, d.golden, d.image)
+    assert_bit_exact(ap, 0)
+
+
 # ------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_tiny_ap_types_library(designs) -> None:

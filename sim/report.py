@@ -98,7 +98,8 @@ def plot_layers(d: ReportData, path: Path) -> Path:
     ax.set_title(f"{d.cfg.name}: per-layer latency, {d.perf.latency_ms:.2f} ms "
                  f"(task {d.cfg.model.task_names[0]}, {d.routing_source} routing)")
     ax.tick_params(axis="x", rotation=60, labelsize=8)
-    ax.legend(fontsize=8, ncol=len(kinds))
+    ax.set_ylim(0, bottom.max() * 1.12)  # head-room for the "MoE" labels
+    ax.legend(fontsize=8, ncol=min(len(kinds), 4), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

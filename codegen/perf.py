@@ -1056,16 +1056,20 @@ RTL_OUT_START, RTL_B_LATENCY = 3, 3
 
 
 def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, latency: int = 0,
-                    bandwidth: float = 1.0) -> MoeUnitCycles:
+                    bandwidth: float = 1.0,
+                    queues: Sequence[Sequence[int]] | None = None) -> MoeUnitCycles:
     """Cycles of one call of the RTL MoE unit (rtl/, ``moe_unit_layout.json`` as ``layout``) with ``num_tokens``
     tokens and queue lengths ``counts`` (tokens per expert), on a memory with a read ``latency`` (cycles from
-    AR accepted to the first beat) and ``bandwidth`` (R beats per cycle, ≤ 1).
+    AR accepted to the first beat) and ``bandwidth`` (R beats per cycle, ≤ 1). ``queues`` (the queued token
+    indices per expert, ascending) places each fc1 pass behind its token's row of x; without it the queued
+    tokens are assumed spread evenly over the call's tokens.
 
-    Follows the unit's FSMs job by job: count table, token rows (while the accumulator clears), then per used
-    expert its queue and weights (one read job at a time, a ping-pong slot per expert) overlapping the compute
-    of the previous expert; compute issues one tile per cycle in the pass order fc1(0), fc1(1), fc2(0),
-    fc1(2), …, fc2(n−1), stalling only when a token's hidden vector is not back from the pipeline
-    (RTL_PIPE); finally the write-back streams the outputs at one beat per cycle.
+    Follows the unit's FSMs job by job: count table, then per used expert its queue and weights (one read job
+    at a time, a ping-pong slot per expert) overlapping the compute of the previous expert; the token rows are
+    loaded right after the first used expert's weights (while the accumulator clear has long finished) and an
+    fc1 pass waits only for its own token's row. Compute issues one tile per cycle in the pass order fc1(0),
+    fc1(1), fc2(0), fc1(2), …, fc2(n−1), waiting when a token's hidden vector is not back from the pipeline
+    (RTL_PIPE) or its row of x has not arrived; finally the write-back streams the outputs at one beat per cycle.
     """
     p = layout["params"]
     regions = layout["regions"]
@@ -1080,6 +1084,9 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     q_per_beat = p["axi_data_bits"] // 32
     counts = [min(int(c), p["max_tokens"]) for c in counts]
     tokens = min(int(num_tokens), p["max_tokens"])
+    if queues is None:
+        queues = [[j * tokens // c for j in range(c)] if c else [] for c in counts]
+    toks = [[min(int(t), max(tokens - 1, 0)) for t in q][:c] for q, c in zip(queues, counts, strict=True) if c > 0]
 
     def done(start: int, beats: int) -> int:
         """The cycle a job's waiter sees it finished, for a job whose rj_start is visible at ``start``."""
@@ -1088,27 +1095,47 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
         return start + RTL_JOB + latency + math.ceil((beats - 1) / bandwidth) + 1
 
     stall = 0
-    t = done(0, cnt_beats)  # P_CNT; the first busy cycle is 0
-    t = done(t + 1, tokens * x_row)  # P_X, while the accumulator clears one word per cycle
-    exp_start = max(t, max(1, tokens * ot2) - 1) + 1
+    exp_start = done(0, cnt_beats) + 1  # P_CNT; the first busy cycle is 0
+    clr_ok = max(1, tokens * ot2) - 1  # the accumulator clear (one word per cycle) is over
     stall += exp_start
     used = [c for c in counts if c > 0]
     slot_free = [exp_start, exp_start]
     ready: list[int] = []
+    x_start = x_done = -1  # the token load: rj_start visible / finished
     c_free = exp_start  # first cycle the compute engine is back in C_WAIT
     mac = 0
     computed = 0
 
+    def x_row_ready(tok: int) -> int:
+        """First cycle an fc1 pass of token ``tok`` can issue (its last word written the cycle before)."""
+        return x_start + RTL_JOB + latency + math.ceil(((tok + 1) * x_row - 1) / bandwidth) + 1
+
     def compute(i: int) -> None:
         nonlocal c_free, stall, mac, computed
         n = used[i]
-        c0 = max(ready[i], c_free) + 1
+        c0 = max(ready[i], c_free, clr_ok) + 1
         stall += c0 - c_free
-        if n == 1:
-            bubbles = RTL_PIPE
-        else:
-            bubbles = max(0, RTL_PIPE - p1) + (n - 2) * max(0, RTL_PIPE - p1 - p2) + max(0, RTL_PIPE - p2)
-        last_issue = c0 + 2 + n * (p1 + p2) + bubbles - 1
+        t = c0 + 2  # the first queue entries are read
+        fc1_end = [0] * n
+        for k in range(2 * n):  # pass order fc1(0), fc1(1), fc2(0), fc1(2), fc2(1), ..., fc2(n-1)
+            if k == 0:
+                layer, q = 0, 0
+            elif k == 2 * n - 1:
+                layer, q = 1, n - 1
+            elif k % 2:
+                layer, q = 0, (k + 1) // 2
+            else:
+                layer, q = 1, k // 2 - 1
+            if layer == 0:
+                x_ok = x_row_ready(toks[i][q])
+                if x_ok > t:
+                    stall += x_ok - t
+                    t = x_ok
+                t += p1
+                fc1_end[q] = t
+            else:
+                t = max(t, fc1_end[q] + RTL_PIPE) + p2
+        last_issue = t - 1
         mac += n * (p1 + p2)
         slot_free[i % 2] = last_issue + RTL_DRAIN + 1
         c_free = last_issue + RTL_DRAIN
@@ -1122,15 +1149,18 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
             continue
         while i >= 2 and computed <= i - 2:
             compute(computed)
-        t_q = max(t + 1, slot_free[i % 2]) + 1
+        t_q = max(t + 1, slot_free[i % 2], x_done) + 1
         t_w = done(t_q, math.ceil(c / q_per_beat)) + 1
         ready.append(done(t_w, exp_beats) + 1)
         t = ready[-1]
+        if i == 0:  # the token rows follow the first used expert's weights
+            x_start = t
+            x_done = done(x_start, tokens * x_row)
         i += 1
     pf_done = t + 1
     while computed < len(used):
         compute(computed)
-    out_start = max(c_free, pf_done) + 1
+    out_start = max(c_free, pf_done, x_done, clr_ok) + 1
     out_end = out_start + (RTL_OUT_START + tokens * out_row + RTL_B_LATENCY if tokens else 2)
     return MoeUnitCycles(busy_cycles=out_end + 1, mac_cycles=mac, stall_cycles=stall,
                          expert_phase_cycles=out_start - exp_start)

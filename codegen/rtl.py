@@ -51,14 +51,14 @@ ARGS = (
 COUNTERS = (
     ("busy_cycles", "cycles from ap_start to ap_done"),
     ("mac_cycles", "cycles in which the MAC array issued a tile"),
-    ("stall_cycles", "cycles the MAC array waited for memory (token/count load, expert buffer not filled)"),
+    ("stall_cycles", "cycles the MAC array waited for memory (count load, expert buffer empty, token row not loaded)"),
     ("bytes_read", "bytes read over m_axi_gmem"),
     ("weight_bytes_read", "expert-weight bytes read (each used expert once)"),
     ("bytes_written", "bytes written over m_axi_gmem"),
     ("sat_hidden", "hidden-format saturations (expert fc1)"),
     ("sat_act", "act-format saturations (expert fc2 and the final REQ)"),
     ("experts_used", "experts with a non-empty queue"),
-    ("expert_phase_cycles", "cycles between the token load and the write-back (prefetch + compute)"),
+    ("expert_phase_cycles", "cycles between the count load and the write-back (prefetch, token load, compute)"),
 )
 
 

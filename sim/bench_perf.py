@@ -146,10 +146,13 @@ def rtl_vs_model(config: str, profile: str = "zcu104", knobs: dict[str, int] | N
     cases = build_cases(cfg, seed=seed, real=real, rand=rand, edge=edge)
     mem = PROFILES[profile]
     res = run_moe_bench(build, cases, mem, f"perf_{profile}_{seed}")
+    n_exp = cfg.model.num_experts
+    queues = [[np.flatnonzero((np.asarray(k.experts) == e).any(axis=1)).tolist() for e in range(n_exp)]
+              if len(k.experts) else [[] for _ in range(n_exp)] for k in cases.cases]
     return [RtlCase(variant or f"{config} {profile}", c["label"], c["num_tokens"], c["queue_lengths"],
                     c["counters"], perf.moe_unit_cycles(build.layout, c["queue_lengths"], c["num_tokens"],
-                                                        mem.latency, mem.bandwidth))
-            for c in res["cases"]]
+                                                        mem.latency, mem.bandwidth, queues=q))
+            for c, q in zip(res["cases"], queues, strict=True)]
 
 
 def rtl_validation(variants: dict[str, tuple[str, str, dict[str, int]]] = RTL_VARIANTS) -> list[RtlCase]:

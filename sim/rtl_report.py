@@ -185,9 +185,9 @@ def build_report(
         "definitions": {
             "total_cycles": "busy_cycles summed over the cases: ap_start to ap_done",
             "mac_utilisation": "useful MACs (Σ queue lengths·2·dim·hidden) / (total_cycles·mac_in·mac_out)",
-            "mac_utilisation_expert_phase": "the same over the expert phase (no token load, no write-back)",
-            "stall_cycles": "cycles the MAC array waited for memory: count/token load, first expert's fetch, "
-            "and any later expert whose prefetch was not finished",
+            "mac_utilisation_expert_phase": "the same over the expert phase (no count load, no write-back)",
+            "stall_cycles": "cycles the MAC array waited for memory: count load, first expert's fetch, "
+            "an fc1 pass whose token row had not arrived yet, and any later expert whose prefetch was not finished",
             "expert_weight_bytes_read": "weight_bytes_read counter; must equal the used experts' bytes",
             "zcu104 profile": "40-cycle read latency, one beat per cycle (128-bit HP port: 4.8 GB/s at "
             "300 MHz; 512 bits ≈ the four HP ports, 19.2 GB/s)",

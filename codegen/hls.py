@@ -33,7 +33,7 @@ from typing import Any
 
 import jinja2
 
-from m3vit import REPO_ROOT
+from m3vit import REPO_ROOT, build_dir
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 from m3vit.codegen.layout import (
     SAT_CLASSES,
@@ -44,6 +44,7 @@ from m3vit.codegen.layout import (
     write_layout_json,
 )
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
+from m3vit.codegen.render import template_env
 
 HLS_DIR = REPO_ROOT / "hls"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "hls"
@@ -522,16 +523,7 @@ def check_supported(cfg: DesignConfig) -> None:
 
 # ------------------------------------------------------------------------------------ rendering
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["hex"] = lambda v: f"0x{int(v):X}"
-    env.filters["table"] = _c_table
-    return env
+    return template_env(TEMPLATE_DIR, hex=lambda v: f"0x{int(v):X}", table=_c_table)
 
 
 def _c_table(values: list[int] | tuple[int, ...], per_line: int = 16, indent: str = "    ") -> str:
@@ -763,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        out = generate_project(cfg, args.out or REPO_ROOT / "build" / cfg.name)
+        out = generate_project(cfg, args.out or build_dir(cfg.name))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import REPO_ROOT, build_dir
 from m3vit.codegen.config import DesignConfig, FixedFormat
 from m3vit.codegen.numerics import PROB_FRAC, constants
+from m3vit.codegen.render import template_env
 
 TEMPLATE_DIR = REPO_ROOT / "rtl" / "templates"
 TOP = "moe_unit"
@@ -129,6 +129,12 @@ def _fmt(f: FixedFormat) -> dict[str, int]:
 
 
 DEFAULT_KNOBS = RtlKnobs()
+
+
+def _token_rows(pointer: str, dim: int, bits: int, container: int) -> dict[str, Any]:
+    """A ``[num_tokens, dim]`` row-major region of ``bits``-bit values in ``container``-bit lanes."""
+    return {"pointer": pointer, "shape": ["num_tokens", dim], "element_bits": bits, "container_bits": container,
+            "row_bytes": dim * container // 8}
 
 
 def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, Any]:
@@ -248,13 +254,7 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
             "bias": {"bits": n.bias_bits, "frac": None, "container_bits": bc},
         },
         "regions": {
-            "tokens": {
-                "pointer": "x",
-                "shape": ["num_tokens", d],
-                "element_bits": n.norm.bits,
-                "container_bits": xc,
-                "row_bytes": d * xc // 8,
-            },
+            "tokens": _token_rows("x", d, n.norm.bits, xc),
             "queues": {
                 "pointer": "queues",
                 "bytes": count_bytes + ne * queue_stride,
@@ -274,13 +274,7 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
                 "bytes_per_expert": expert_bytes,
                 "fields": fields,
             },
-            "out": {
-                "pointer": "out",
-                "shape": ["num_tokens", d],
-                "element_bits": n.act.bits,
-                "container_bits": yc,
-                "row_bytes": d * yc // 8,
-            },
+            "out": _token_rows("out", d, n.act.bits, yc),
         },
         "registers": register_map(),
         "on_chip": buffers,
@@ -484,18 +478,11 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
 
 
 def render_moe_unit(cfg: DesignConfig, layout: dict[str, Any]) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    return env.get_template("moe_unit.sv.j2").render(**_template_context(cfg, layout))
+    return template_env(TEMPLATE_DIR).get_template("moe_unit.sv.j2").render(**_template_context(cfg, layout))
 
 
 def default_out_dir(cfg: DesignConfig) -> Path:
-    return REPO_ROOT / "build" / cfg.name / "rtl"
+    return build_dir(cfg.name, "rtl")
 
 
 def generate_moe_unit(

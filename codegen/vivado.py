@@ -12,9 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
 from m3vit.codegen.config import DesignConfig
+from m3vit.codegen.render import template_env
 
 TEMPLATES = Path(__file__).parent / "templates" / "vivado"
 HP_PORTS = ("S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD")
@@ -43,8 +42,7 @@ def render_bitstream_tcl(cfg: DesignConfig, top: str, maxi_bundles: list[str]) -
     hw, board = cfg.hardware, cfg.hardware.board_spec
     ports = assign_hp_ports(maxi_bundles)
     used_hp = sorted({p.hp for p in ports}, key=HP_PORTS.index)
-    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True)
-    return env.get_template("block_design.tcl.j2").render(
+    return template_env(TEMPLATES, trim=False).get_template("block_design.tcl.j2").render(
         name=cfg.name, config_hash=cfg.config_hash(), board=hw.board, part=board.part,
         board_part=board.board_part, clock_mhz=f"{hw.clock_mhz:g}", axi_data_bits=hw.axi_data_bits,
         ip_vlnv=f"xilinx.com:hls:{top}:1.0", ip_instance=f"{top}_0", maxi=ports,

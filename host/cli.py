@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import build_dir
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 
 
@@ -26,8 +26,9 @@ class UserError(RuntimeError):
     """A problem the user can fix; printed as one line."""
 
 
-def build_dir(cfg: DesignConfig, out: str | None) -> Path:
-    return Path(out) if out else REPO_ROOT / "build" / cfg.name
+def project_dir(cfg: DesignConfig, out: str | None) -> Path:
+    """``--out`` if given, else ``build/<name>``."""
+    return Path(out) if out else build_dir(cfg.name)
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -68,7 +69,7 @@ def generate(cfg: DesignConfig, out: Path) -> Path:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write the Vitis HLS project (C++, testbench, run_hls.tcl, register map, layouts) and the Vivado script."""
     cfg = load_config(args.config)
-    project = generate(cfg, build_dir(cfg, args.out))
+    project = generate(cfg, project_dir(cfg, args.out))
     print(f"generated {project} (HLS project; Vivado script in {project / 'vivado' / 'build_bitstream.tcl'})")
     return 0
 
@@ -175,7 +176,7 @@ def cmd_bitstream(args: argparse.Namespace) -> int:
                                      ("vivado", shutil.which("vivado"))) if not ok]
     if missing:
         raise UserError(f"missing tool: {' and '.join(missing)} not on PATH; source Vitis/Vivado settings64.sh")
-    project = generate(cfg, build_dir(cfg, args.out))
+    project = generate(cfg, project_dir(cfg, args.out))
     env = {**__import__("os").environ, "M3VIT_SKIP_COSIM": "1", "M3VIT_SKIP_CSIM": "1"}
     if subprocess.call([hls_tool[0], *hls_tool[1]], cwd=project, env=env) != 0:
         raise UserError(f"Vitis HLS failed in {project}; see its log there")
@@ -201,34 +202,19 @@ def write_bitstream_sidecars(cfg: DesignConfig, project: Path, out: Path) -> Non
 
 
 # ------------------------------------------------------------------------------------------ delegates
+DELEGATES = {
+    "bench": ("m3vit.sim.bench", "main", "benchmarks printed as ratios measured side by side"),
+    "report": ("m3vit.sim.report", "main", "HTML + markdown performance report with plots"),
+    "dse": ("m3vit.sim.dse", "main", "design-space exploration: Pareto front, writes the best config"),
+    "train": ("m3vit.sim.train", "main", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
+    "eval": ("m3vit.sim.metrics", "eval_main", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
+}
+"""Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them)."""
+
+
 def _delegate(module: str, func: str, argv: list[str]) -> int:
     mod = __import__(module, fromlist=[func])
     return int(getattr(mod, func)(argv) or 0)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Benchmarks printed as ratios measured side by side (golden vs PyTorch, C simulation, model)."""
-    return _delegate("m3vit.sim.bench", "main", args.rest)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """HTML + markdown performance report with plots (latency breakdown, roofline, expert loads, schedules)."""
-    return _delegate("m3vit.sim.report", "main", args.rest)
-
-
-def cmd_dse(args: argparse.Namespace) -> int:
-    """Design-space exploration: Pareto front of parallelism knobs and formats; writes the best config."""
-    return _delegate("m3vit.sim.dse", "main", args.rest)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model (multi-gate MoE, balance loss; DDP under torchrun) on the synthetic multi-task scenes."""
-    return _delegate("m3vit.sim.train", "main", args.rest)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Task metrics (mIoU, RMSE, edge F-score, Δm) of a checkpoint, float and fixed point."""
-    return _delegate("m3vit.sim.metrics", "eval_main", args.rest)
 
 
 # ------------------------------------------------------------------------------------------ demo
@@ -286,28 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="Vivado implementation jobs")
     p = add("demo", cmd_demo, default="tiny")
     p.add_argument("--seed", type=int, default=0)
-    for name, fn in (("bench", cmd_bench), ("report", cmd_report), ("dse", cmd_dse), ("train", cmd_train),
-                     ("eval", cmd_eval)):
-        p = add(name, fn, config=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=f"arguments of {name} (see m3vit {name} -- --help)")
+    for name, (_, _, help_text) in DELEGATES.items():  # listed for --help; main() hands them their argv
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
-
-
-DELEGATES = {
-    "bench": ("m3vit.sim.bench", "main"),
-    "report": ("m3vit.sim.report", "main"),
-    "dse": ("m3vit.sim.dse", "main"),
-    "train": ("m3vit.sim.train", "main"),
-    "eval": ("m3vit.sim.metrics", "eval_main"),
-}
-"""Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATES:
         try:
-            return _delegate(*DELEGATES[argv[0]], argv[1:])
+            module, func, _ = DELEGATES[argv[0]]
+            return _delegate(module, func, argv[1:])
         except (ConfigError, UserError, ValueError, FileNotFoundError) as err:
             print(f"m3vit: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
             return 2

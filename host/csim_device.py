@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from m3vit import REPO_ROOT
+from m3vit import build_dir
 from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.hls import generate_project
 from m3vit.host.driver import RegisterMap
@@ -19,7 +19,7 @@ from m3vit.sim.csim import CsimLibrary, build_csim
 
 
 def default_project_dir(cfg: DesignConfig) -> Path:
-    return REPO_ROOT / "build" / cfg.name
+    return build_dir(cfg.name)
 
 
 def csim_kernel(lib: CsimLibrary, regmap: RegisterMap):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import REPO_ROOT, build_dir
 from m3vit.codegen.config import DesignConfig, load_config
 
 SHIPPED = {"tiny": REPO_ROOT / "models" / "tiny.safetensors"}
@@ -86,7 +86,7 @@ def run_demo(config: str | Path = "tiny", seed: int = 0, images: int = 2) -> int
     t_start = time.perf_counter()
     cfg = load_config(config)
     m = cfg.model
-    out = REPO_ROOT / "build" / cfg.name
+    out = build_dir(cfg.name)
     print(f"== m3vit demo: {cfg.name} ({m.num_tokens} tokens, depth {m.depth}, {m.num_experts} experts "
                f"top-{m.top_k}, tasks {', '.join(m.task_names)})")
     failures = 0

@@ -190,24 +190,7 @@ class Accelerator:
         """
         t = self.cfg.model.task_index(task)
         ints = self._images_to_int(images, quantized)
-        with self._lock:
-            self._check_open()
-            b = ints.shape[0]
-            if b > self._batch:
-                self._alloc_io(b)
-            inp, out = self._buffers["input"], self._buffers["output"]
-            packed = pack_images(self.cfg, ints)
-            inp[: packed.size] = packed
-            inp.flush()
-            if self._task != t:
-                self._set_scalar("task", t)  # a task switch is this one register write
-                self._task = t
-            self._set_scalar("num_images", b)
-            self._set_scalar("first_layer", 0)
-            self._set_scalar("last_layer", self.cfg.model.depth)
-            self._start_and_wait()
-            out.invalidate()
-            tokens = unpack_tokens(self.cfg, np.asarray(out), b)
+        tokens = self._execute(pack_images(self.cfg, ints), ints.shape[0], t, 0, self.cfg.model.depth)
         return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
 
     def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
@@ -221,22 +204,26 @@ class Accelerator:
         m = self.cfg.model
         if tokens.ndim != 3 or tokens.shape[1:] != (m.num_tokens, m.dim):
             raise ValueError(f"tokens have shape {list(tokens.shape)}; expected [B, {m.num_tokens}, {m.dim}]")
+        return self._execute(pack_tokens(self.cfg, tokens), tokens.shape[0], t, first_layer, last_layer)
+
+    def _execute(self, packed: np.ndarray, batch: int, task: int, first_layer: int, last_layer: int) -> np.ndarray:
+        """One kernel call on packed input bytes: flush, registers, ap_start, wait, invalidate, unpack."""
         with self._lock:
             self._check_open()
-            b = tokens.shape[0]
-            if b > self._batch:
-                self._alloc_io(b)
-            packed = pack_tokens(self.cfg, tokens)
-            self._buffers["input"][: packed.size] = packed
-            self._buffers["input"].flush()
-            self._set_scalar("task", t)
-            self._task = t
-            self._set_scalar("num_images", b)
+            if batch > self._batch:
+                self._alloc_io(batch)
+            inp, out = self._buffers["input"], self._buffers["output"]
+            inp[: packed.size] = packed
+            inp.flush()
+            if self._task != task:
+                self._set_scalar("task", task)  # a task switch is this one register write
+                self._task = task
+            self._set_scalar("num_images", batch)
             self._set_scalar("first_layer", first_layer)
             self._set_scalar("last_layer", last_layer)
             self._start_and_wait()
-            self._buffers["output"].invalidate()
-            return unpack_tokens(self.cfg, np.asarray(self._buffers["output"]), b)
+            out.invalidate()
+            return unpack_tokens(self.cfg, np.asarray(out), batch)
 
     def saturation(self) -> dict[str, dict[str, int]]:
         """Saturation counts of the last image the kernel processed (layer → class → count), read from the

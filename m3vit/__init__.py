@@ -12,3 +12,11 @@ __version__ = "0.1.0"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """Root of the source tree (editable installs): holds ``configs/``, ``hls/`` and ``rtl/``."""
+
+BUILD_ROOT = REPO_ROOT / "build"
+"""Where generated projects, caches and reports go (ignored by git)."""
+
+
+def build_dir(name: str, *parts: str) -> Path:
+    """``build/<name>/<parts...>``: the output folder of design ``name`` (a config's ``name``)."""
+    return BUILD_ROOT.joinpath(name, *parts)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import BUILD_ROOT
 from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, load_config, with_overrides
 from m3vit.sim import dse
@@ -69,7 +69,7 @@ def best_design(preset: str, board: str = "zcu104", images: int = 1) -> BestDesi
     by_task = {t: float(np.mean([perf.evaluate(best, rs.block_loads(i, j)).latency_ms for j in range(rs.images)]))
                for i, t in enumerate(best.model.task_names)}
     rep = perf.evaluate(best, rs.block_loads(0, 0))
-    dse.write_config(d, REPO_ROOT / "build" / f"{best.name}.yaml", best.name)  # ready for `generate`
+    dse.write_config(d, BUILD_ROOT / f"{best.name}.yaml", best.name)  # ready for `generate`
     n64 = with_overrides(best, **{"model.num_experts": 64})
     return BestDesign(
         preset=preset, design=d, config=best, cosine=cos, latency_ms=float(np.mean(list(by_task.values()))),
@@ -191,7 +191,7 @@ def bench(images: int = 1) -> dict[str, object]:
                               "on_chip_mib": r.on_chip_bytes / perf.MIB, "latency_ms": r.latency_ms}
                              for r in b.schedules]}
            for p, b in results.items()}
-    path = REPO_ROOT / "build" / "perf_bench.json"
+    path = BUILD_ROOT / "perf_bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     rtl = rtl_validation()
     out["rtl_validation"] = [{"variant": c.variant, "label": c.label, "tokens": c.tokens,

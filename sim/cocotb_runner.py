@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import REPO_ROOT, build_dir
 from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.rtl import DEFAULT_KNOBS, GeneratedRtl, RtlKnobs, generate_moe_unit
 from m3vit.sim.fixedpoint import SaturationLog
@@ -100,16 +100,16 @@ def build_moe_unit(
     reason = prepare_simulator(sim)
     if reason:
         raise RuntimeError(reason)
-    base = root or (REPO_ROOT / "build" / cfg.name)
+    base = root or build_dir(cfg.name)
     tag = _knob_tag(cfg, knobs)
     rtl = generate_moe_unit(cfg, base / "rtl" / tag if tag else base / "rtl", knobs)
-    build_dir = base / "sim" / f"{sim}-{rtl.digest[:12]}"
-    build_dir.mkdir(parents=True, exist_ok=True)
+    sim_dir = base / "sim" / f"{sim}-{rtl.digest[:12]}"
+    sim_dir.mkdir(parents=True, exist_ok=True)
     # one builder at a time (pytest-xdist workers, benches run by other tools share the cache)
-    with open(build_dir.parent / f".{build_dir.name}.lock", "w") as lock:
+    with open(sim_dir.parent / f".{sim_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _build_locked(sim, rtl, build_dir)
-    return SimBuild(sim=sim, build_dir=build_dir, rtl=rtl)
+        _build_locked(sim, rtl, sim_dir)
+    return SimBuild(sim=sim, build_dir=sim_dir, rtl=rtl)
 
 
 def _build_locked(sim: str, rtl: GeneratedRtl, build_dir: Path) -> None:
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     report = build_report(cfg, sim=args.sim, seed=args.seed, synth=not args.no_synth, quick=args.quick)
-    out = args.out or (REPO_ROOT / "build" / cfg.name / "rtl_report.json")
+    out = args.out or (build_dir(cfg.name, "rtl_report.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

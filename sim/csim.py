@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import BUILD_ROOT, build_dir
 from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.layout import (
     layer_taps,
@@ -46,7 +46,7 @@ from m3vit.codegen.layout import (
     unpack_tokens,
 )
 
-CACHE_DIR = Path(os.environ.get("M3VIT_CSIM_CACHE", REPO_ROOT / "build" / "csim_cache"))
+CACHE_DIR = Path(os.environ.get("M3VIT_CSIM_CACHE", BUILD_ROOT / "csim_cache"))
 """Compiled libraries and testbenches, one folder per source/flag hash (override: $M3VIT_CSIM_CACHE)."""
 CXX = os.environ.get("CXX", "g++")
 CXXFLAGS = ("-O2", "-std=c++14", "-fPIC", "-fvisibility=hidden", "-w")
@@ -440,7 +440,7 @@ def bench_csim(
     rows: list[dict[str, float | str]] = []
     for name in configs:
         cfg = load_config(name)
-        project = generate_project(cfg, REPO_ROOT / "build" / "bench" / cfg.name)
+        project = generate_project(cfg, build_dir("bench", cfg.name))
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             lib = build_csim(project, cfg=cfg, cache_dir=tmp)
@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        project = generate_project(cfg, args.out or REPO_ROOT / "build" / cfg.name)
+        project = generate_project(cfg, args.out or build_dir(cfg.name))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

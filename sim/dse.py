@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from m3vit import REPO_ROOT
+from m3vit import BUILD_ROOT
 from m3vit.codegen import perf
 from m3vit.codegen.config import BOARDS, ConfigError, DesignConfig, load_config, with_overrides
 
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = res.best
     print("-- best:")
     print(best.row())
-    out = Path(args.output) if args.output else REPO_ROOT / "build" / f"{dse_name(cfg)}.yaml"
+    out = Path(args.output) if args.output else BUILD_ROOT / f"{dse_name(cfg)}.yaml"
     write_config(best, out, args.name)
     print(f"wrote {out}")
     return 0

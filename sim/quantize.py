@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from m3vit.codegen.config import DesignConfig, FixedFormat
+from m3vit.codegen.numerics import gelu
 from m3vit.sim.fixedpoint import SaturationLog, quantize_float
 
 
@@ -124,12 +125,6 @@ class _Quantizer:
         )
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from math import erf, sqrt
-
-    return 0.5 * x * (1.0 + np.vectorize(erf)(x / sqrt(2.0)))
-
-
 def task_embeddings(cfg: DesignConfig, sd: Mapping[str, object]) -> np.ndarray:
     """Task-conditioned gate: the task-embedding MLP over one-hot task vectors, [tasks, embed_dim]."""
     m = cfg.model
@@ -138,7 +133,7 @@ def task_embeddings(cfg: DesignConfig, sd: Mapping[str, object]) -> np.ndarray:
     w2, b2 = _np(sd["task_embed.fc2.weight"]), _np(sd["task_embed.fc2.bias"])
     if w1.shape != (k, t) or w2.shape != (k, k):
         raise ValueError(f"task_embed: shapes {list(w1.shape)}, {list(w2.shape)} do not match [{k}, {t}], [{k}, {k}]")
-    return _gelu(np.eye(t) @ w1.T + b1) @ w2.T + b2
+    return np.vectorize(gelu)(np.eye(t) @ w1.T + b1) @ w2.T + b2
 
 
 def quantize_state_dict(cfg: DesignConfig, state_dict: Mapping[str, object]) -> QuantizedModel:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import build_dir
 from m3vit.codegen import perf
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
 from m3vit.sim import schedules as sch
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"m3vit report: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.output) if args.output else REPO_ROOT / "build" / cfg.name / "report"
+    out = Path(args.output) if args.output else build_dir(cfg.name, "report")
     paths = write_report(cfg, out, args.routing, args.images, progress=True)
     print(f"wrote {paths['html']} and {paths['markdown']} ({len(paths) - 2} plots)")
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import build_dir
 from m3vit.codegen.config import DesignConfig, with_overrides
 from m3vit.codegen.rtl import GeneratedRtl, RtlError, RtlKnobs, generate_moe_unit, moe_layout
 from m3vit.sim.cocotb_runner import (
@@ -239,7 +239,7 @@ def build_report(
         if n >= cfg.model.top_k
     }
     report["on_chip_bits"] = layout["on_chip"]
-    rtl = generate_moe_unit(cfg, REPO_ROOT / "build" / cfg.name / "rtl")
+    rtl = generate_moe_unit(cfg, build_dir(cfg.name, "rtl"))
     report["yosys"] = synthesize(rtl) if synth else {"skipped": "--no-synth"}
     return report
 

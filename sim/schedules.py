@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3vit import REPO_ROOT
+from m3vit import build_dir
 from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, with_overrides
 
@@ -95,7 +95,7 @@ def golden_routings(cfg: DesignConfig, images: int = 1, seed: int = 0, image_see
     """
     m = cfg.model
     key = _golden_key(cfg, {"seed": seed, "images": images, "image_seed": image_seed, "what": "routings"})
-    cache = (cache_dir or REPO_ROOT / "build" / cfg.name / "routings") / f"routings-{key}.npz"
+    cache = (cache_dir or build_dir(cfg.name, "routings")) / f"routings-{key}.npz"
     blocks = tuple(sorted(m.moe_block_set))
     if cache.exists():
         with np.load(cache) as z:
@@ -214,7 +214,7 @@ def format_accuracy(cfg: DesignConfig, images: int = 2, seed: int = 0, image_see
     reduced image size of ``patches`` × ``patches`` patches (cached under build/<name>/accuracy/)."""
     small = with_overrides(cfg, **_reduced_size(cfg, patches))
     key = _golden_key(small, {"seed": seed, "images": images, "image_seed": image_seed, "what": "cosine"})
-    cache = (cache_dir or REPO_ROOT / "build" / cfg.name / "accuracy") / f"cosine-{key}.json"
+    cache = (cache_dir or build_dir(cfg.name, "accuracy")) / f"cosine-{key}.json"
     if cache.exists():
         return float(json.loads(cache.read_text())["min_cosine"])
     import torch

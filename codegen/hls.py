@@ -15,9 +15,11 @@ then writes::
       register_map.json      s_axilite map (from TOP_ARGS, the same description that writes the C++)
       weight_layout.json     weight, scratch and I/O layouts (m3vit.codegen.layout)
       README.md
+      data/                  testbench inputs and golden taps (created empty; written by m3vit.sim.csim)
 
-Nothing is written when the config is rejected. The generator knows no simulator and no board driver;
-``m3vit.sim.csim`` compiles what it writes.
+Every path in the project is relative to ``out_dir`` (the kernel headers are copied, not referenced), so
+the folder can be moved or copied anywhere. Nothing is written when the config is rejected. The generator
+knows no simulator and no board driver; ``m3vit.sim.csim`` compiles what it writes.
 """
 
 from __future__ import annotations
@@ -642,8 +644,11 @@ def _layout_context(cfg: DesignConfig) -> dict[str, Any]:
     }
 
 
-def project_context(cfg: DesignConfig, out_dir: Path | None = None) -> dict[str, Any]:
-    """The jinja2 context of every template (exposed for tests and other generators)."""
+def project_context(cfg: DesignConfig) -> dict[str, Any]:
+    """The jinja2 context of every template (exposed for tests and other generators).
+
+    It holds no path: a generated project refers to its own files relatively, so it can be moved.
+    """
     der = derive(cfg)
     k = constants(cfg)
     lay = _layout_context(cfg)
@@ -679,7 +684,6 @@ def project_context(cfg: DesignConfig, out_dir: Path | None = None) -> dict[str,
         "clock_mhz": hw.clock_mhz,
         "period_ns": f"{period:.3f}",
         "kernel_headers": list(KERNEL_HEADERS),
-        "out_dir": str(out_dir.resolve()) if out_dir else ".",
         "onchip_kib": onchip,
         "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
         "register_map": register_map(),
@@ -699,10 +703,10 @@ OUTPUTS = {
 }
 
 
-def render_project(cfg: DesignConfig, out_dir: Path | None = None) -> dict[str, str]:
+def render_project(cfg: DesignConfig) -> dict[str, str]:
     """Every generated text file of the project: relative path → content (nothing written)."""
     env = _env()
-    ctx = project_context(cfg, out_dir)
+    ctx = project_context(cfg)
     files = {path: env.get_template(tpl).render(**ctx) for path, tpl in OUTPUTS.items()}
     files["register_map.json"] = json.dumps(ctx["register_map"], indent=1) + "\n"
     return files
@@ -712,11 +716,13 @@ def generate_project(cfg: DesignConfig, out_dir: str | Path) -> Path:
     """Write the Vitis HLS project of ``cfg`` into ``out_dir`` and return it.
 
     The config is validated first (:func:`check_supported`): a rejected config raises ConfigError and
-    writes nothing. Existing generated files are overwritten; ``data/`` (testbench inputs) is kept.
+    writes nothing. Existing generated files are overwritten; ``data/`` (testbench inputs, a testbench
+    file of hls_config.cfg) is created empty or kept. The project is self-contained and relocatable: the
+    kernel headers are copied into ``src/`` and no generated file holds an absolute path.
     """
     check_supported(cfg)
     out = Path(out_dir)
-    files = render_project(cfg, out)  # render everything before touching the disk
+    files = render_project(cfg)  # render everything before touching the disk
     for rel, text in files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -725,6 +731,7 @@ def generate_project(cfg: DesignConfig, out_dir: str | Path) -> Path:
     for header in KERNEL_HEADERS:
         _copy_if_changed(HLS_DIR / header, out / "src" / header)
     _copy_if_changed(HLS_DIR / CSIM_API, out / "tb" / CSIM_API)
+    (out / "data").mkdir(exist_ok=True)
     write_layout_json(cfg, out / "weight_layout.json")
     return out
 

@@ -17,6 +17,9 @@ SCALE_FRAC = NumericsConfig.SCALE_FRAC
 RECIP_FRAC = NumericsConfig.RECIP_FRAC
 EXP2_MAX_SHIFT = 31
 """exp2neg clamps its integer shift to this value (any shift ≥ 17 already gives 0)."""
+RECIP_DOMAIN_BITS = 47
+"""RECIP(v) is defined for 1 ≤ v < 2^47 (docs/numerics.md §3): its numerator 2^(L+15) + ⌊v/2⌋ stays below
+2^63 (int64, the golden model) for L = bit_length(v) ≤ 47. The datapath needs v < 2^28."""
 
 
 def exp2_table(frac_bits: int) -> list[int]:

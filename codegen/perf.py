@@ -1064,23 +1064,28 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     indices per expert, ascending) places each fc1 pass behind its token's row of x; without it the queued
     tokens are assumed spread evenly over the call's tokens.
 
-    Follows the unit's FSMs job by job: count table, then per used expert its queue and weights (one read job
-    at a time, a ping-pong slot per expert) overlapping the compute of the previous expert; the token rows are
-    loaded right after the first used expert's weights (while the accumulator clear has long finished) and an
-    fc1 pass waits only for its own token's row. Compute issues one tile per cycle in the pass order fc1(0),
-    fc1(1), fc2(0), fc1(2), …, fc2(n−1), waiting when a token's hidden vector is not back from the pipeline
-    (RTL_PIPE) or its row of x has not arrived; finally the write-back streams the outputs at one beat per cycle.
+    Follows the unit's FSMs job by job: count table, then per used expert its queue, w1/b1 and w2/b2 (one read
+    job at a time, a ping-pong slot per expert) overlapping the compute of the previous expert; the token rows
+    are loaded between the first used expert's b1 and w2 when fewer beats than the ring's fc1 work, else after
+    its w2 (behind the compute). An expert's compute starts once its w1/b1 are on
+    chip; at each pass boundary it issues fc2 of the oldest token whose hidden vector is back from the pipeline
+    (RTL_PIPE) if w2 is on chip, else fc1 of the next token if its row of x has arrived and the hidden ring
+    (``hidden_ring`` tokens) has room; a pass issues one tile per cycle. Finally the write-back streams the
+    outputs at one beat per cycle.
     """
     p = layout["params"]
     regions = layout["regions"]
     ot1, it1 = p["tiles"]["fc1"]
     ot2, it2 = p["tiles"]["fc2"]
     p1, p2 = ot1 * it1, ot2 * it2
+    ring = p["hidden_ring"]
     bus = p["bus_bytes"]
     cnt_beats = regions["queues"]["entries"]["offset"] // bus
     x_row = regions["tokens"]["row_bytes"] // bus
     out_row = regions["out"]["row_bytes"] // bus
     exp_beats = regions["experts"]["bytes_per_expert"] // bus
+    fields = {f["name"]: f for f in regions["experts"]["fields"]}
+    a_beats = (fields["b1"]["offset"] + fields["b1"]["bytes"]) // bus  # w1 and b1
     q_per_beat = p["axi_data_bits"] // 32
     counts = [min(int(c), p["max_tokens"]) for c in counts]
     tokens = min(int(num_tokens), p["max_tokens"])
@@ -1100,11 +1105,13 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     stall += exp_start
     used = [c for c in counts if c > 0]
     slot_free = [exp_start, exp_start]
-    ready: list[int] = []
+    a_ready: list[int] = []  # w1/b1 of used expert i on chip
+    w2_ready: list[int] = []  # w2/b2 too
     x_start = x_done = -1  # the token load: rj_start visible / finished
     c_free = exp_start  # first cycle the compute engine is back in C_WAIT
     mac = 0
     computed = 0
+    never = math.inf
 
     def x_row_ready(tok: int) -> int:
         """First cycle an fc1 pass of token ``tok`` can issue (its last word written the cycle before)."""
@@ -1113,28 +1120,27 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     def compute(i: int) -> None:
         nonlocal c_free, stall, mac, computed
         n = used[i]
-        c0 = max(ready[i], c_free, clr_ok) + 1
+        c0 = max(a_ready[i], c_free, clr_ok) + 1
         stall += c0 - c_free
         t = c0 + 2  # the first queue entries are read
         fc1_end = [0] * n
-        for k in range(2 * n):  # pass order fc1(0), fc1(1), fc2(0), fc1(2), fc2(1), ..., fc2(n-1)
-            if k == 0:
-                layer, q = 0, 0
-            elif k == 2 * n - 1:
-                layer, q = 1, n - 1
-            elif k % 2:
-                layer, q = 0, (k + 1) // 2
+        n1 = n2 = 0
+        while n2 < n:
+            t2 = max(fc1_end[n2] + RTL_PIPE, w2_ready[i]) if n2 < n1 else never
+            room = n1 < n and n1 - n2 < ring
+            t1 = x_row_ready(toks[i][n1]) if room else never
+            start = max(t, min(t1, t2))
+            # cycles without an issue count as stalls while w2 or the next token's row is still on its way
+            mem_end = max(min(start, w2_ready[i]) if n2 < n1 else t, min(start, t1) if room else t)
+            stall += max(0, int(mem_end) - t)
+            t = int(start)
+            if t2 <= t:
+                t += p2
+                n2 += 1
             else:
-                layer, q = 1, k // 2 - 1
-            if layer == 0:
-                x_ok = x_row_ready(toks[i][q])
-                if x_ok > t:
-                    stall += x_ok - t
-                    t = x_ok
                 t += p1
-                fc1_end[q] = t
-            else:
-                t = max(t, fc1_end[q] + RTL_PIPE) + p2
+                fc1_end[n1] = t
+                n1 += 1
         last_issue = t - 1
         mac += n * (p1 + p2)
         slot_free[i % 2] = last_issue + RTL_DRAIN + 1
@@ -1150,10 +1156,16 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
         while i >= 2 and computed <= i - 2:
             compute(computed)
         t_q = max(t + 1, slot_free[i % 2], x_done) + 1
-        t_w = done(t_q, math.ceil(c / q_per_beat)) + 1
-        ready.append(done(t_w, exp_beats) + 1)
-        t = ready[-1]
-        if i == 0:  # the token rows follow the first used expert's weights
+        t_a = done(t_q, math.ceil(c / q_per_beat)) + 1
+        a_ready.append(done(t_a, a_beats) + 1)
+        t_b = a_ready[-1]
+        x_early = tokens * x_row < ring * p1
+        if i == 0 and x_early:  # the token rows go between the first used expert's b1 and w2
+            x_start = t_b
+            t_b = x_done = done(x_start, tokens * x_row) + 1
+        w2_ready.append(done(t_b, exp_beats - a_beats) + 1)
+        t = w2_ready[-1]
+        if i == 0 and not x_early:  # ... or after its w2/b2, behind the compute
             x_start = t
             x_done = done(x_start, tokens * x_row)
         i += 1

@@ -51,7 +51,8 @@ ARGS = (
 COUNTERS = (
     ("busy_cycles", "cycles from ap_start to ap_done"),
     ("mac_cycles", "cycles in which the MAC array issued a tile"),
-    ("stall_cycles", "cycles the MAC array waited for memory (count load, expert buffer empty, token row not loaded)"),
+    ("stall_cycles", "cycles the MAC array waited for memory (count load, expert w1/b1 not loaded, nothing to "
+     "issue while w2/b2 or a token row is on its way)"),
     ("bytes_read", "bytes read over m_axi_gmem"),
     ("weight_bytes_read", "expert-weight bytes read (each used expert once)"),
     ("bytes_written", "bytes written over m_axi_gmem"),
@@ -94,6 +95,21 @@ class RtlKnobs:
     )
     max_burst: int = 16  # beats per AXI burst (Vitis' default max_read_burst_length)
     max_outstanding: int = 8  # read bursts in flight
+    hidden_ring: int | None = None  # hidden vectors fc1 may run ahead of fc2 (power of two); None: derived
+
+
+HIDDEN_RING_MAX = 32  # the derived ring covers an expert's w2 fetch up to this many fc1 passes
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def derived_hidden_ring(w2_beats: int, fc1_pass_cycles: int, tmax: int) -> int:
+    """Ring depth that lets fc1 passes cover the fetch of an expert's w2/b2 (the first expert's prologue),
+    as a power of two in [2, HIDDEN_RING_MAX] and no deeper than the token capacity needs."""
+    want = _pow2_ceil(-(-w2_beats // fc1_pass_cycles) + 2)
+    return max(2, min(want, HIDDEN_RING_MAX, _pow2_ceil(tmax)))
 
 
 def register_map(args: tuple[tuple[str, str], ...] = ARGS) -> list[dict[str, Any]]:
@@ -173,6 +189,12 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
         problems.append(f"max_burst = {knobs.max_burst} must lie in [1, 256] (AXI4 INCR)")
     if h > 0xFFFF or d > 0xFFFF:
         problems.append("dim and expert_hidden must be below 65536")
+    if max(mi, mo) % min(mi, mo):
+        problems.append(f"one of hardware.mac_in = {mi} and hardware.mac_out = {mo} must divide the other "
+                        "(banked hidden buffer)")
+    ring = knobs.hidden_ring
+    if ring is not None and (ring < 2 or ring & (ring - 1) or ring > 1024):
+        problems.append(f"hidden_ring = {ring} must be a power of two in [2, 1024]")
     if problems:
         raise RtlError(f"{cfg.name}: " + "; ".join(problems))
 
@@ -185,6 +207,8 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
     k = constants(cfg)
     gl = k.gelu
     tile_bits, bword_bits = mo * mi * wc, mo * bc
+    if ring is None:
+        ring = derived_hidden_ring((w2_bytes + b2_bytes) // bus, ot1 * it1, tmax)
     acc_bits = n.act.bits + GATE_BITS + _clog2(m.top_k) + 1  # |A_t| < K·2^(act.bits-1)·2^15, plus sign
     fields = []
     off = 0
@@ -213,7 +237,8 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
         "queue_buffer_bits": 2 * queue_stride * 8,
         "token_buffer_bits": tmax * d * xc,
         "accumulator_buffer_bits": tmax * d * acc_bits,
-        "hidden_buffer_bits": 2 * h * n.hidden.bits,
+        "hidden_buffer_bits": ring * h * n.hidden.bits,
+        "queue_entry_ring_bits": ring * QUEUE_ENTRY_BITS,
         "count_register_bits": ne * COUNT_BITS,
     }
     return {
@@ -233,6 +258,7 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
             "axi_addr_bits": 64,
             "max_burst": knobs.max_burst,
             "max_outstanding": knobs.max_outstanding,
+            "hidden_ring": ring,
             "acc_bits": n.acc_bits,
             "moe_acc_bits": acc_bits,
             "shift_fc1": n.norm.frac + n.weight.frac - n.hidden.frac,
@@ -463,6 +489,12 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
         "RAW": 8,
         "clog2": _clog2,
     }
+    g = min(mi, mo)
+    ctx["HRING"] = p["hidden_ring"]
+    ctx["HRING_LOG2"] = int(math.log2(p["hidden_ring"]))
+    ctx["HG"] = g  # hidden-buffer bank width (elements)
+    ctx["HK"] = max(mi, mo) // g  # banks
+    ctx["HWPS"] = p["hidden"] // max(mi, mo)  # words per ring slot in each bank
     ctx["MAXW"] = max(ctx["TILE_BITS"], ctx["BW_BITS"], ctx["XW_BITS"])
     ctx["BPT"] = ctx["TILE_BITS"] // dw
     ctx["BPBW"] = ctx["BW_BITS"] // dw

@@ -10,6 +10,39 @@
 
 namespace m3vit {
 
+// ----------------------------------------------------------------------------------------- contracts
+// M3VIT_REQUIRE(cond, what): a precondition of a primitive. Compiled out (and never synthesised) unless
+// the includer defines M3VIT_CHECK_CONTRACTS and m3vit::contract_violation(), which is then called with
+// `what` for every violated precondition (tests/test_hls_prims.py counts them).
+#if defined(M3VIT_CHECK_CONTRACTS) && !defined(__SYNTHESIS__)
+void contract_violation(const char* what);
+#define M3VIT_REQUIRE(cond, what) ((cond) ? (void)0 : ::m3vit::contract_violation(what))
+#else
+#define M3VIT_REQUIRE(cond, what) ((void)0)
+#endif
+
+// type_bits<T>::value: width(T), the W of ap_int<W> / ap_uint<W>, or the bits of a native integer.
+template <class T>
+struct type_bits {
+    static const int value = int(sizeof(T)) * 8;
+};
+#ifdef M3VIT_AP_TYPES
+template <int W>
+struct type_bits<ap_int<W> > {
+    static const int value = W;
+};
+template <int W>
+struct type_bits<ap_uint<W> > {
+    static const int value = W;
+};
+#endif
+
+// type_max<T>(): the largest value of a signed T of at most 64 bits, 2^(width(T) - 1) - 1.
+template <class T>
+inline int64_t type_max() {
+    return int64_t((uint64_t(1) << (type_bits<T>::value - 1)) - 1);
+}
+
 // ------------------------------------------------------------------------------- saturation counters
 // One counter per tensor class (docs/numerics.md §14), in the order of the scratch `sat` region.
 enum SatClass { SAT_INPUT = 0, SAT_ACT, SAT_NORM, SAT_QKV, SAT_HIDDEN, SAT_LOGIT, SAT_SCORE, SAT_NUM };
@@ -34,9 +67,15 @@ inline T rshr(T x) {
     return T((x + (T(1) << (S > 0 ? S - 1 : 0))) >> S);
 }
 
-// rshr_rt(x, s): the same with a run-time shift (a barrel shifter), 0 ≤ s < width(T) - 1.
+// rshr_rt<T>(x, s): the same with a run-time shift (a barrel shifter). Contract, for a signed T of at
+// most 64 bits: 0 ≤ s ≤ width(T) - 2 (width = type_bits) and x + 2^(s-1) ≤ max(T) (a native T does not
+// widen the sum). s = width(T) - 1 would still be exact while the sum fits, but leaves no spare bit; the
+// contract keeps one. Checked under M3VIT_CHECK_CONTRACTS.
 template <class T>
 inline T rshr_rt(T x, int s) {
+    M3VIT_REQUIRE(s >= 0 && s <= type_bits<T>::value - 2 &&
+                      (s == 0 || to_i64(x) <= type_max<T>() - (int64_t(1) << (s - 1))),
+                  "rshr_rt: 0 <= s <= width(T) - 2 and x + 2^(s-1) <= max(T)");
     if (s == 0) return x;
     return T((x + (T(1) << (s - 1))) >> s);
 }
@@ -101,9 +140,12 @@ BITLEN:
 }
 
 // --------------------------------------------------------------------------------------- RECIP
-// recip(v) for 1 ≤ v < 2^48: L = bit_length(v), R = floor((2^(L+15) + floor(v/2)) / v) ∈ [2^15, 2^16],
-// so R·2^-(L+15) ≈ 1/v. One sequential divider; used once per token or softmax row.
+// recip(v) for 1 ≤ v < 2^47 (docs/numerics.md §3; the datapath needs v < 2^28): L = bit_length(v),
+// R = floor((2^(L+15) + floor(v/2)) / v) ∈ [2^15, 2^16], so R·2^-(L+15) ≈ 1/v. The u64 numerator would
+// even hold L = 48, but the spec's domain is the golden model's, whose int64 numerator needs L + 15 ≤ 62.
+// One sequential divider; used once per token or softmax row.
 inline void recip(u64 v, i64& R, int& L) {
+    M3VIT_REQUIRE(v >= 1 && v < (u64(1) << 47), "recip: 1 <= v < 2^47");
     L = bit_length(v);
     const u64 num = (u64(1) << (L + 15)) + (v >> 1);
     R = i64(num / v);
@@ -118,8 +160,8 @@ inline P exp2neg(i64 d, const P table[]) {
     i64 n = u >> FZ;
     if (n > 31) n = 31;
     const int f = int(to_i64(u & i64((1 << FZ) - 1)));
-    typedef sint<32>::t w32;  // E ≤ 2^15, so E + 2^30 fits 32 bits for every n ≤ 31
-    return P(rshr_rt<w32>(w32(table[f]), int(to_i64(n))));
+    typedef sint<33>::t w33;  // rshr_rt's contract: n ≤ 31 = 33 - 2, and E + 2^30 ≤ 2^15 + 2^30 < 2^32
+    return P(rshr_rt<w33>(w33(table[f]), int(to_i64(n))));
 }
 
 // ---------------------------------------------------------------------------------------- GELU

@@ -23,6 +23,11 @@ SHIPPED = {"tiny": REPO_ROOT / "models" / "tiny.safetensors"}
 """Trained checkpoints shipped with the repository, by design name."""
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when inside it (BUILD_ROOT may be moved elsewhere)."""
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def _float_model(cfg: DesignConfig, seed: int):
     from m3vit.sim.reference import build_reference
 
@@ -32,7 +37,7 @@ def _float_model(cfg: DesignConfig, seed: int):
         from m3vit.sim.checkpoint import import_weights
 
         import_weights(ref, ckpt)
-        return ref.eval(), f"trained checkpoint {ckpt.relative_to(REPO_ROOT)}"
+        return ref.eval(), f"trained checkpoint {_shown(ckpt)}"
     return ref.eval(), f"trained-scale random weights (seed {seed})"
 
 
@@ -91,7 +96,7 @@ def run_demo(config: str | Path = "tiny", seed: int = 0, images: int = 2) -> int
                f"top-{m.top_k}, tasks {', '.join(m.task_names)})")
     failures = 0
     project = generate(cfg, out)
-    print(f"1. generated {project.relative_to(REPO_ROOT)} (HLS C++, testbench, run_hls.tcl, "
+    print(f"1. generated {_shown(project)} (HLS C++, testbench, run_hls.tcl, "
           f"vivado/build_bitstream.tcl, register_map.json, weight_layout.json)")
 
     t0 = time.perf_counter()
@@ -116,7 +121,7 @@ def run_demo(config: str | Path = "tiny", seed: int = 0, images: int = 2) -> int
 
     weights_path = out / f"{cfg.name}.m3w"
     manifest = pack_model(cfg, ref.state_dict(), weights_path)
-    print(f"3. packed {source} -> {weights_path.relative_to(REPO_ROOT)} ({manifest['device']['size']} device "
+    print(f"3. packed {source} -> {_shown(weights_path)} ({manifest['device']['size']} device "
           f"bytes, config hash {manifest['config_hash'][:12]})")
 
     with Accelerator.simulated(cfg, weights_path, project_dir=project) as acc:

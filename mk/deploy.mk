@@ -4,7 +4,7 @@
 .PHONY: bitstream pack
 
 MODEL ?= random
-OUT ?= build/weights.m3w
+OUT ?= $(or $(M3VIT_BUILD_ROOT),build)/weights.m3w
 
 bitstream: install
 	$(VENV)/bin/m3vit bitstream $(CONFIG)

@@ -2,7 +2,7 @@
 # Included by the main Makefile (PY, PYTEST_ARGS and the install target come from there).
 
 TINY_CKPT   ?= models/tiny.safetensors
-TRAIN_DIR   ?= build/train/tiny
+TRAIN_DIR   ?= $(or $(M3VIT_BUILD_ROOT),build)/train/tiny
 # The recipe of the shipped checkpoint (docs/training.md); TRAIN_ARGS adds or overrides flags.
 TINY_RECIPE := --steps 2000 --batch-size 32 --optimizer adamw --lr 1e-3 --train-size 8192
 TRAIN_ARGS  ?=

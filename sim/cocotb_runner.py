@@ -338,6 +338,8 @@ PROFILES = {
     "ideal": MemoryProfile("ideal", 0, 1.0),
     # one 128-bit HP port at the fabric clock: a beat per cycle after ~40 cycles (≈130 ns at 300 MHz)
     "zcu104": MemoryProfile("zcu104", 40, 1.0),
+    # the same port with DDR4 refresh, page misses and other masters: 3/4 of the beats, twice the latency
+    "zcu104_derated": MemoryProfile("zcu104_derated", 80, 0.75),
     "congested": MemoryProfile("congested", 120, 0.5),
 }
 

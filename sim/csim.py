@@ -3,7 +3,8 @@
 ``build_csim(project_dir)`` compiles the project's top function and its ctypes entry points
 (``tb/m3vit_csim_api.cpp``) into a shared library, against the Xilinx ap_types headers shipped inside the
 installed ``hls4ml`` package, and returns a :class:`CsimLibrary`. Libraries are cached under
-``build/csim_cache/<hash of sources and flags>/`` so each design compiles once.
+``BUILD_ROOT/csim_cache/<hash of sources and flags>/`` (``build/`` unless ``$M3VIT_BUILD_ROOT`` moves it) so
+each design compiles once.
 
 Two type systems (``native``):
 

@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 
 from m3vit.codegen.config import FixedFormat
-from m3vit.codegen.numerics import EXP2_MAX_SHIFT, PROB_FRAC, RECIP_FRAC, GeluTable
+from m3vit.codegen.numerics import EXP2_MAX_SHIFT, PROB_FRAC, RECIP_DOMAIN_BITS, RECIP_FRAC, GeluTable
 
 EXACT_F64 = 1 << 53
 
@@ -114,10 +114,12 @@ def isqrt(v: np.ndarray) -> np.ndarray:
 
 
 def recip(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RECIP: for v ≥ 1, L = bit_length(v), R = ⌊(2^(L+15) + ⌊v/2⌋) / v⌋ ∈ [2^15, 2^16]."""
+    """RECIP: for 1 ≤ v < 2^47, L = bit_length(v), R = ⌊(2^(L+15) + ⌊v/2⌋) / v⌋ ∈ [2^15, 2^16]."""
     v = np.asarray(v, dtype=np.int64)
-    if np.any(v < 1) or np.any(v >= 1 << 47):
-        raise ValueError("RECIP needs 1 ≤ v < 2^47 (its 2^(L+15) numerator is kept in 63 bits)")
+    if np.any(v < 1) or np.any(v >= 1 << RECIP_DOMAIN_BITS):
+        raise ValueError(
+            f"RECIP needs 1 ≤ v < 2^{RECIP_DOMAIN_BITS} (its 2^(L+15) numerator is kept in 63 bits)"
+        )
     length = bit_length(v)
     r = ((np.int64(1) << (length + RECIP_FRAC)) + (v >> 1)) // v
     return r, length

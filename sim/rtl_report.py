@@ -186,11 +186,14 @@ def build_report(
             "total_cycles": "busy_cycles summed over the cases: ap_start to ap_done",
             "mac_utilisation": "useful MACs (Σ queue lengths·2·dim·hidden) / (total_cycles·mac_in·mac_out)",
             "mac_utilisation_expert_phase": "the same over the expert phase (no count load, no write-back)",
-            "stall_cycles": "cycles the MAC array waited for memory: count load, first expert's fetch, "
-            "an fc1 pass whose token row had not arrived yet, and any later expert whose prefetch was not finished",
+            "stall_cycles": "cycles the MAC array waited for memory: count load, first expert's queue and "
+            "w1/b1 fetch, no pass to issue while w2/b2 or a token row was on its way, and any later expert "
+            "whose w1/b1 were not loaded yet",
             "expert_weight_bytes_read": "weight_bytes_read counter; must equal the used experts' bytes",
             "zcu104 profile": "40-cycle read latency, one beat per cycle (128-bit HP port: 4.8 GB/s at "
-            "300 MHz; 512 bits ≈ the four HP ports, 19.2 GB/s)",
+            "300 MHz; 512 bits ≈ the four HP ports, 19.2 GB/s, the PS DDR4's peak)",
+            "zcu104_derated profile": "80-cycle read latency, 3/4 beat per cycle (512 bits: 14.4 GB/s), a "
+            "sensitivity check of the same targets",
         },
         "memory_profiles": {
             k: {"latency_cycles": v.latency, "beats_per_cycle": v.bandwidth} for k, v in PROFILES.items()
@@ -222,6 +225,9 @@ def build_report(
             continue
         name = f"zcu104_{bits}bit"
         report["utilisation_bench"][name] = _bench(cfg, sim, wide, bench, "zcu104", f"report_{name}")
+        report["utilisation_bench"][f"{name}_derated"] = _bench(
+            cfg, sim, wide, bench, "zcu104_derated", f"report_{name}_derated"
+        )
         break
     for v in report["utilisation_bench"].values():
         v.pop("per_case", None)

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from m3vit import build_dir
 from m3vit.codegen.config import ConfigError, DesignConfig, FixedFormat, load_config, with_overrides
 from m3vit.sim.data import DATASETS, build_dataset, get_batch
 from m3vit.sim.reference import BALANCE_LOSS_WEIGHT, ExpertLinear, M3ViT, Router, TaskHead
@@ -50,7 +51,7 @@ class TrainOptions:
     """Everything a training run depends on (the CLI flags of ``m3vit train``)."""
 
     config: str = "tiny"
-    out_dir: str | None = None  # default build/train/<config name>
+    out_dir: str | None = None  # default build_dir("train", <config name>): build/train/<config name>
     steps: int = 3000
     batch_size: int = 64  # global, over all processes
     optimizer: str = "sgd"  # sgd | adamw
@@ -254,7 +255,7 @@ def train(opts: TrainOptions) -> TrainResult:
             raise ValueError(f"--batch-size {opts.batch_size} must be divisible by the {world} processes")
         cfg = training_config(opts)
         torch.manual_seed(opts.seed + rank)  # router noise (the weights are drawn by init_for_training)
-        out_dir = Path(opts.out_dir or f"build/train/{cfg.name}")
+        out_dir = Path(opts.out_dir) if opts.out_dir else build_dir("train", cfg.name)
         out_dir.mkdir(parents=True, exist_ok=True)
         model = init_for_training(M3ViT(cfg, noise_std=opts.noise_std, balance_loss_weight=opts.balance_weight),
                                   opts.seed)

@@ -1,6 +1,18 @@
-"""Shared fixtures: small configs and quantised models built once per session."""
+"""Shared fixtures: small configs and quantised models built once per session.
+
+Before anything imports m3vit, ``M3VIT_BUILD_ROOT`` is pointed at ``build/pytest`` (unless the user set
+it), so tests never write into the folders ``make demo`` uses; it is a fixed folder, so compiled C
+simulations and other caches are reused from one run to the next.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# set before the imports below load m3vit (m3vit.BUILD_ROOT reads it once)
+if not os.environ.get("M3VIT_BUILD_ROOT"):
+    os.environ["M3VIT_BUILD_ROOT"] = str(Path(__file__).resolve().parent.parent / "build" / "pytest")
 
 import functools
 

@@ -25,6 +25,8 @@ def sat(x: int, f: FixedFormat, counts: dict[str, int] | None = None, cls: str =
 
 
 def recip(v: int) -> tuple[int, int]:
+    if not 1 <= v < 2**47:
+        raise ValueError("RECIP is defined for 1 ≤ v < 2^47")
     length = v.bit_length()
     return (2 ** (length + 15) + v // 2) // v, length
 

@@ -3,7 +3,7 @@
 The generated C++ is compiled with g++ against hls4ml's ap_types headers and compared with the numpy
 golden model bit for bit: every layer tap, the output tokens and the saturation counters, for every
 task of tiny and of each preset at a reduced size, plus the routing cases that break Edge-MoE.
-Compiled libraries are cached in build/csim_cache, so a second `make test` compiles nothing.
+Compiled libraries are cached in build/pytest/csim_cache, so a second `make test` compiles nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,7 +34,9 @@ from m3vit.codegen.hls import (
 )
 from m3vit.codegen.layout import pack_images, pack_weights, scratch_layout, unpack_tokens
 from m3vit.sim.csim import (
+    CXX,
     CsimLibrary,
+    ap_types_dir,
     build_csim,
     build_testbench,
     compare_taps,
@@ -299,6 +303,62 @@ def test_generation_is_deterministic(tmp_path) -> None:
         "weight_layout.json",
     ]:
         assert (a / f).read_text() == (b / f).read_text(), f
+
+
+def _cfg_values(cfgfile: Path, key: str) -> list[str]:
+    """Every value of ``key`` in an HLS config file (keys may repeat)."""
+    lines = (ln.strip() for ln in cfgfile.read_text().splitlines())
+    return [ln.split("=", 1)[1] for ln in lines if ln.startswith(f"{key}=")]
+
+
+def test_generated_project_is_relocatable(tmp_path) -> None:
+    """A generated project moved elsewhere names neither its first location nor the repository, and its
+    testbench builds and passes there: through hls_config.cfg the way Vitis runs it (its flags and files,
+    relative to the project; the tb data copied next to the executable) and through its Makefile."""
+    cfg = load_config("tiny")
+    first = generate_project(cfg, tmp_path / "first" / "proj")
+    for f in first.rglob("*"):
+        if f.is_file():
+            text = f.read_text()
+            for where in (str(first.resolve()), str(first), str(REPO_ROOT)):
+                assert where not in text, f"{f.relative_to(first)} names {where}"
+    moved = tmp_path / "elsewhere" / "proj"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    shutil.rmtree(tmp_path / "first")
+    q = random_model(cfg, 0)
+    image = random_image(cfg, 0)
+    write_testbench_data(moved, cfg, pack_weights(cfg, q), [("t0", 0, image, GoldenModel(cfg, q).run(image, 0))])
+
+    # Vitis C simulation from hls_config.cfg: it adds only its own ap_types headers
+    cfgfile = moved / "hls_config.cfg"
+    flags = [f for key in ("syn.cflags", "tb.cflags") for v in _cfg_values(cfgfile, key) for f in shlex.split(v)]
+    assert not any(f.startswith("-I") for f in flags), flags  # nothing to resolve: includes are file-relative
+    files = _cfg_values(cfgfile, "syn.file") + _cfg_values(cfgfile, "tb.file")
+    sources = [f for f in files if f.endswith(".cpp")]
+    data_files = [f for f in files if not f.endswith(".cpp")]
+    assert sources and all((moved / f).exists() for f in files) and not any(Path(f).is_absolute() for f in files)
+    run_dir = moved / "hls_component" / "csim" / "build"
+    run_dir.mkdir(parents=True)
+    exe = run_dir / "csim.exe"
+    subprocess.run(
+        [CXX, "-O1", "-w", *flags, f"-I{ap_types_dir()}", *(str(moved / f) for f in sources), "-o", str(exe)],
+        cwd=moved, check=True,
+    )
+    for f in data_files:
+        shutil.copytree(moved / f, run_dir / f)
+    (argv,) = _cfg_values(cfgfile, "csim.argv")
+    proc = subprocess.run([str(exe), *shlex.split(argv)], cwd=run_dir, capture_output=True, text=True)
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    # make csim: the generated Makefile, run in the new place
+    if shutil.which("make") is None:
+        return
+    proc = subprocess.run(
+        ["make", "csim", f"AP_TYPES={ap_types_dir()}", f"CXX={CXX}", "CXXFLAGS=-O1 -std=c++14 -w"],
+        cwd=moved, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

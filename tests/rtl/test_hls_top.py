@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from m3vit import REPO_ROOT
+from m3vit import REPO_ROOT, build_dir
 from m3vit.sim.cocotb_runner import TB_DIR, prepare_simulator
 
 
@@ -29,7 +29,7 @@ def find_hls_export() -> tuple[Path | None, str]:
             if list(p.glob("*_control_s_axi.v"))
             else (None, f"$M3VIT_HLS_VERILOG={p} holds no *_control_s_axi.v")
         )
-    hits = sorted((REPO_ROOT / "build").glob("*/**/impl/verilog"))
+    hits = sorted((REPO_ROOT / "build").glob("*/**/impl/verilog"))  # where `make hls` exports, not build_dir()
     hits = [h for h in hits if list(h.glob("*_control_s_axi.v"))]
     if not hits:
         return (
@@ -87,7 +87,7 @@ def test_hls_exported_top() -> None:
     top_text = (vdir / f"{top}.v").read_text()
     bundles = sorted(set(re.findall(r"m_axi_(\w+?)_AWADDR", top_text)))
     regs = parse_control_regs(ctrl.read_text())
-    work = REPO_ROOT / "build" / "hls_cocotb" / top
+    work = build_dir("hls_cocotb", top)
     work.mkdir(parents=True, exist_ok=True)
     if str(TB_DIR) not in sys.path:
         sys.path.insert(0, str(TB_DIR))

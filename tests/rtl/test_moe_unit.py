@@ -124,6 +124,26 @@ def test_sizes_that_do_not_tile_are_rejected() -> None:
         moe_layout(cfg, RtlKnobs(mac_in=4, mac_out=4))
 
 
+def test_hidden_ring_knob_is_checked_and_sized() -> None:
+    """The ring must be a power of two ≥ 2; the derived one covers the w2/b2 fetch with fc1 passes."""
+    cfg = load_config("vit_tiny_cityscapes")
+    for bad in (1, 3, 48):
+        with pytest.raises(RtlError, match="hidden_ring"):
+            moe_layout(cfg, RtlKnobs(hidden_ring=bad))
+    with pytest.raises(RtlError, match="divide the other"):  # 48 and 64 both tile dim 192 and hidden 384
+        moe_layout(cfg, RtlKnobs(mac_in=48, mac_out=64))
+    for bits in (128, 512):
+        lay = moe_layout(cfg, RtlKnobs(axi_data_bits=bits))
+        p = lay["params"]
+        ring = p["hidden_ring"]
+        w2_beats = sum(f["bytes"] for f in lay["regions"]["experts"]["fields"] if f["name"] in ("w2", "b2"))
+        w2_beats //= p["bus_bytes"]
+        fc1_pass = p["tiles"]["fc1"][0] * p["tiles"]["fc1"][1]
+        assert ring & (ring - 1) == 0 and 2 <= ring <= 32
+        assert (ring - 2) * fc1_pass >= w2_beats or ring == 32
+        assert lay["on_chip"]["hidden_buffer_bits"] == ring * p["hidden"] * cfg.numerics.hidden.bits
+
+
 def test_counter_widths_follow_the_array() -> None:
     """A 64×64 array on a 64-bit bus needs 512 beats per weight tile: the beat counters must hold that."""
     cfg = load_config("tiny")
@@ -179,6 +199,19 @@ def test_cityscapes_bit_exact_verilator(moe_build) -> None:
     keep = ("random", "img", "single_token", "all_experts_but_one_empty", "no_tokens")
     cases.cases = [c for c in cases.cases if c.label.startswith(keep)]  # the full edge set runs when slow
     _check(run_moe_bench(b, cases, PROFILES["zcu104"], "pytest_cityscapes"), b.layout)
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize(("mac_in", "mac_out", "ring"), [(8, 16, 2), (16, 8, None)])
+def test_banked_hidden_ring_bit_exact(moe_build, mac_in: int, mac_out: int, ring: int | None) -> None:
+    """Unequal arrays bank the hidden ring (fc1 writes mac_out, fc2 reads mac_in elements); a ring of two
+    hidden vectors (fc1 at most two tokens ahead of fc2) still gives the same result."""
+    cfg = load_config("tiny")
+    knobs = {"mac_in": mac_in, "mac_out": mac_out} | ({"hidden_ring": ring} if ring else {})
+    b = moe_build("tiny", **knobs)
+    assert b.layout["params"]["hidden_ring"] == (ring or b.layout["params"]["hidden_ring"]) >= 2
+    cases = build_cases(cfg, seed=8, real=1, rand=2, edge=True)
+    _check(run_moe_bench(b, cases, PROFILES["zcu104"], f"pytest_banked_{mac_in}x{mac_out}"), b.layout)
 
 
 @pytest.mark.cocotb

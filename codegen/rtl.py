@@ -60,7 +60,10 @@ COUNTERS = (
     ("sat_act", "act-format saturations (expert fc2 and the final REQ)"),
     ("experts_used", "experts with a non-empty queue"),
     ("expert_phase_cycles", "cycles between the count load and the write-back (prefetch, token load, compute)"),
+    ("errors", "bad input, handled without hanging or corrupting: bit 0 num_tokens > max_tokens, bit 1 a queue "
+     "count > max_tokens (both clamped), bit 2 a queue entry's token ≥ num_tokens (its result dropped)"),
 )
+ERROR_BITS = {"num_tokens_clamped": 0, "queue_count_clamped": 1, "token_out_of_range": 2}
 
 
 class RtlError(ValueError):

@@ -165,9 +165,12 @@ class Case:
     gates: np.ndarray  # [T, K'] Q.15 combine weights
     weight_set: int = 0
     expected: np.ndarray | None = None
-    sat_hidden: int = 0
+    sat_hidden: int = 0  # -1: not checked
     sat_act: int = 0
     timeout_cycles: int = 2_000_000
+    num_tokens_reg: int | None = None  # written to num_tokens instead of T (bad-input cases)
+    count_override: tuple[tuple[int, int], ...] = ()  # (expert, count) written over the packed count table
+    errors: int = 0  # the errors register the call must end with
 
 
 @dataclass
@@ -370,6 +373,9 @@ def write_scenario(path: Path, build: SimBuild, cases: CaseSet, memory: MemoryPr
                 "sat_hidden": c.sat_hidden,
                 "sat_act": c.sat_act,
                 "timeout_cycles": c.timeout_cycles,
+                "num_tokens_reg": c.num_tokens_reg,
+                "count_override": [list(o) for o in c.count_override],
+                "errors": c.errors,
             }
         )
     arrays["meta_json"] = np.array(json.dumps(meta))

@@ -212,10 +212,14 @@ async def run_cases(dut) -> None:
         if t:
             ddr.write(x_addr, pack_tokens(layout, case["x"]))
         ddr.write(q_addr, pack_queues(layout, queues))
-        out_bytes = t * layout["regions"]["out"]["row_bytes"]
+        for e, n in case.get("count_override") or []:  # a corrupt count table
+            ddr.write(q_addr + 4 * e, int(n).to_bytes(4, "little"))
+        reg_t = t if case.get("num_tokens_reg") is None else int(case["num_tokens_reg"])
+        n_out = min(reg_t, tmax)  # the rows the unit owns
+        out_bytes = n_out * layout["regions"]["out"]["row_bytes"]
         ddr.write(o_addr, b"\xa5" * max(out_bytes, 1))  # a pattern the unit must overwrite
 
-        await regs.write("num_tokens", t)
+        await regs.write("num_tokens", reg_t)
         await regs.write("x", x_addr)
         await regs.write("queues", q_addr)
         await regs.write("weights", w_addr[case["weight_set"]])
@@ -232,8 +236,8 @@ async def run_cases(dut) -> None:
         await regs.write("isr", 1)  # toggle-on-write clears the done status
         assert not dut.interrupt.value, "interrupt did not clear after the ISR write"
         counters = {r["name"]: await regs.read(r["name"]) for r in layout["registers"] if r["access"] == "r"}
-        got = unpack_out(layout, ddr.read(o_addr, max(out_bytes, 1)), t)
-        exp = case["expected"]
+        got = unpack_out(layout, ddr.read(o_addr, max(out_bytes, 1)), n_out)
+        exp = case["expected"][:n_out]
         mismatch = int(np.count_nonzero(got != exp))
         expected_w = used_expert_weight_bytes(layout, counts)
         checks = {
@@ -244,8 +248,9 @@ async def run_cases(dut) -> None:
             "weight_bytes_exact": counters["weight_bytes_read"] == expected_w,
             "bytes_written": counters["bytes_written"] == out_bytes,
             "experts_used": counters["experts_used"] == int(np.count_nonzero(counts)),
-            "sat_hidden": counters["sat_hidden"] == case["sat_hidden"],
-            "sat_act": counters["sat_act"] == case["sat_act"],
+            "sat_hidden": case["sat_hidden"] < 0 or counters["sat_hidden"] == case["sat_hidden"],
+            "sat_act": case["sat_act"] < 0 or counters["sat_act"] == case["sat_act"],
+            "errors": counters["errors"] == int(case.get("errors", 0)),
         }
         res = {
             "label": case["label"],

@@ -16,6 +16,7 @@ import pytest
 from m3vit.codegen.config import load_config, with_overrides
 from m3vit.codegen.numerics import constants
 from m3vit.codegen.rtl import (
+    ERROR_BITS,
     RtlError,
     RtlKnobs,
     moe_layout,
@@ -240,6 +241,39 @@ def test_memory_latency_and_backpressure(moe_build) -> None:
     slow = _check(run_moe_bench(b, cases, PROFILES["congested"], "pytest_congested"), b.layout)
     assert slow["total_cycles"] > fast["total_cycles"]
     assert slow["mac_cycles"] == fast["mac_cycles"]  # the MAC schedule is the same, only stalls grow
+
+
+@pytest.mark.cocotb
+def test_bad_input_is_flagged_and_corrupts_nothing(moe_build) -> None:
+    """num_tokens above the capacity, a count table entry above it, queue entries past num_tokens: the unit
+    clamps or drops, sets the matching ``errors`` bit, finishes, and every row it owns is still exact."""
+    cfg = load_config("tiny")
+    b = moe_build("tiny")
+    tmax = b.layout["params"]["max_tokens"]
+    rng = np.random.default_rng(9)
+    base = build_cases(cfg, seed=9, real=0, rand=0, edge=False)
+    ws = base.weight_sets[0]
+
+    def case(label: str, t: int, **bad) -> MoeCase:
+        x = random_tokens(cfg, rng, t)
+        experts, gates = balanced_routing(cfg, t, 4, rng)
+        c = MoeCase(label, x, experts, gates, **bad)
+        c.expected, c.sat_hidden, c.sat_act = golden_moe(cfg, ws, x, experts, gates)
+        return c
+
+    bit = {k: 1 << v for k, v in ERROR_BITS.items()}
+    over = case("num_tokens_above_capacity", tmax, num_tokens_reg=tmax + 5, errors=bit["num_tokens_clamped"])
+    past = case("entries_past_num_tokens", 12, num_tokens_reg=9, errors=bit["token_out_of_range"])
+    past.sat_hidden = past.sat_act = -1  # the dropped tokens were computed: their saturations count
+    counts = case("count_above_capacity", 10, errors=bit["queue_count_clamped"])
+    used = int(counts.experts[0, 0])
+    counts.count_override = ((used, tmax + 100),)  # the padding entries read are token 0 with gate 0
+    counts.sat_hidden = counts.sat_act = -1
+    good = case("a_good_call_after_them", 11)
+    res = run_moe_bench(b, CaseSet(weight_sets=[ws], cases=[over, past, counts, good]), PROFILES["zcu104"],
+                        "pytest_bad_input")
+    _check(res, b.layout)
+    assert [c["counters"]["errors"] for c in res["cases"]] == [1, 4, 2, 0]
 
 
 @pytest.mark.cocotb

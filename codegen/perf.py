@@ -1055,29 +1055,38 @@ RTL_OUT_START, RTL_B_LATENCY = 3, 3
 """Write-back: P_OUT → first W beat; last W beat → B response (AxiRam) → done."""
 
 
+def _union_length(a: tuple[float, float], b: tuple[float, float]) -> int:
+    """Cycles covered by two half-open intervals (either may be empty)."""
+    spans = sorted(x for x in (a, b) if x[1] > x[0])
+    if not spans:
+        return 0
+    if len(spans) == 1 or spans[1][0] >= spans[0][1]:
+        return int(sum(e - s for s, e in spans))
+    return int(max(spans[0][1], spans[1][1]) - spans[0][0])
+
+
 def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, latency: int = 0,
                     bandwidth: float = 1.0,
                     queues: Sequence[Sequence[int]] | None = None) -> MoeUnitCycles:
     """Cycles of one call of the RTL MoE unit (rtl/, ``moe_unit_layout.json`` as ``layout``) with ``num_tokens``
     tokens and queue lengths ``counts`` (tokens per expert), on a memory with a read ``latency`` (cycles from
     AR accepted to the first beat) and ``bandwidth`` (R beats per cycle, ≤ 1). ``queues`` (the queued token
-    indices per expert, ascending) places each fc1 pass behind its token's row of x; without it the queued
+    indices per expert, ascending) places each fc1 row behind its token's row of x; without it the queued
     tokens are assumed spread evenly over the call's tokens.
 
-    Follows the unit's FSMs job by job: count table, then per used expert its queue, w1/b1 and w2/b2 (one read
+    Follows the unit's FSMs job by job: count table, then per used expert its queue, b1/w1 and b2/w2 (one read
     job at a time, a ping-pong slot per expert) overlapping the compute of the previous expert; the token rows
-    are loaded between the first used expert's b1 and w2 when fewer beats than the ring's fc1 work, else after
-    its w2 (behind the compute). An expert's compute starts once its w1/b1 are on
-    chip; at each pass boundary it issues fc2 of the oldest token whose hidden vector is back from the pipeline
-    (RTL_PIPE) if w2 is on chip, else fc1 of the next token if its row of x has arrived and the hidden ring
-    (``hidden_ring`` tokens) has room; a pass issues one tile per cycle. Finally the write-back streams the
-    outputs at one beat per cycle.
+    are loaded before the first used expert's b1/w1 when they take fewer beats, else after its b2/w2. An
+    expert's compute starts on its queue (entries read a bus word per cycle into the hidden ring's slots); at
+    each boundary it issues an fc2 pass of the oldest token whose hidden vector is back from the pipeline
+    (RTL_PIPE) if w2 is on chip, else an fc1 wave over as many new tokens as the ring (``hidden_ring``) has
+    room for, output row by output row, each row waiting for its w1 tiles and each token's row for its row of
+    x. One tile per cycle. Finally the write-back streams the outputs at one beat per cycle.
     """
     p = layout["params"]
     regions = layout["regions"]
     ot1, it1 = p["tiles"]["fc1"]
     ot2, it2 = p["tiles"]["fc2"]
-    p1, p2 = ot1 * it1, ot2 * it2
     ring = p["hidden_ring"]
     bus = p["bus_bytes"]
     cnt_beats = regions["queues"]["entries"]["offset"] // bus
@@ -1085,7 +1094,13 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     out_row = regions["out"]["row_bytes"] // bus
     exp_beats = regions["experts"]["bytes_per_expert"] // bus
     fields = {f["name"]: f for f in regions["experts"]["fields"]}
-    a_beats = (fields["b1"]["offset"] + fields["b1"]["bytes"]) // bus  # w1 and b1
+    w1 = fields["w1"]
+    a_beats = max(f["offset"] + f["bytes"] for f in (fields["b1"], w1)) // bus  # the first weight job
+    w1_first = w1["offset"] // bus  # beats of that job before w1
+    row_beats = w1["bytes"] // bus // ot1  # w1 beats per fc1 output row
+    w2 = fields["w2"]
+    w2_first = (w2["offset"] // bus) - a_beats  # beats of the second weight job before w2
+    row2_beats = w2["bytes"] // bus // ot2
     q_per_beat = p["axi_data_bits"] // 32
     counts = [min(int(c), p["max_tokens"]) for c in counts]
     tokens = min(int(num_tokens), p["max_tokens"])
@@ -1099,50 +1114,78 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
             return start + 1
         return start + RTL_JOB + latency + math.ceil((beats - 1) / bandwidth) + 1
 
+    def beat_seen(start: int, beat: int) -> int:
+        """First cycle a gate on beat ``beat`` (0-based) of a job started at ``start`` lets work through."""
+        return start + RTL_JOB + latency + math.ceil(beat / bandwidth) + 1
+
     stall = 0
     exp_start = done(0, cnt_beats) + 1  # P_CNT; the first busy cycle is 0
     clr_ok = max(1, tokens * ot2) - 1  # the accumulator clear (one word per cycle) is over
     stall += exp_start
     used = [c for c in counts if c > 0]
     slot_free = [exp_start, exp_start]
-    a_ready: list[int] = []  # w1/b1 of used expert i on chip
-    w2_ready: list[int] = []  # w2/b2 too
+    q_ready: list[int] = []  # queue of used expert i on chip
+    wa_start: list[int] = []  # its b1/w1 job started
+    a_ready: list[int] = []  # b1/w1 on chip
+    w2_ready: list[int] = []  # b2/w2 too
     x_start = x_done = -1  # the token load: rj_start visible / finished
+    x_early = tokens * x_row < a_beats
     c_free = exp_start  # first cycle the compute engine is back in C_WAIT
     mac = 0
     computed = 0
     never = math.inf
 
     def x_row_ready(tok: int) -> int:
-        """First cycle an fc1 pass of token ``tok`` can issue (its last word written the cycle before)."""
-        return x_start + RTL_JOB + latency + math.ceil(((tok + 1) * x_row - 1) / bandwidth) + 1
+        return beat_seen(x_start, (tok + 1) * x_row - 1) if x_start >= 0 else never
+
+    def w1_row_ready(i: int, ot: int) -> int:
+        return min(a_ready[i], beat_seen(wa_start[i], w1_first + (ot + 1) * row_beats - 1))
+
+    def w2_row_ready(i: int, ot: int) -> int:
+        return min(w2_ready[i], beat_seen(a_ready[i], w2_first + (ot + 1) * row2_beats - 1))
 
     def compute(i: int) -> None:
         nonlocal c_free, stall, mac, computed
-        n = used[i]
-        c0 = max(a_ready[i], c_free, clr_ok) + 1
+        n, tq = used[i], toks[i]
+        c0 = max(q_ready[i], c_free, clr_ok) + 1
         stall += c0 - c_free
-        t = c0 + 2  # the first queue entries are read
-        fc1_end = [0] * n
+        h_ok = [never] * n  # the hidden vector of queue entry q is back from the pipeline
+        fc2_end = [0] * n  # the fc2 wave of entry q finished (its ring slot is free)
+        t = c0
+
+        def entry_ready(j: int) -> int:
+            first = c0 + 2 + j // q_per_beat
+            return first if j < ring else max(first, fc2_end[j - ring] + 2)
+
+        def run_unit(t: int, mem_ready: float, other_ready: float) -> int:
+            """Issue one unit at or after t; returns its start and counts the memory-wait cycles."""
+            nonlocal stall
+            start = int(max(t, mem_ready, other_ready))
+            stall += max(0, int(min(start, mem_ready)) - t)
+            return start
+
         n1 = n2 = 0
         while n2 < n:
-            t2 = max(fc1_end[n2] + RTL_PIPE, w2_ready[i]) if n2 < n1 else never
-            room = n1 < n and n1 - n2 < ring
-            t1 = x_row_ready(toks[i][n1]) if room else never
-            start = max(t, min(t1, t2))
-            # cycles without an issue count as stalls while w2 or the next token's row is still on its way
-            mem_end = max(min(start, w2_ready[i]) if n2 < n1 else t, min(start, t1) if room else t)
-            stall += max(0, int(mem_end) - t)
-            t = int(start)
-            if t2 <= t:
-                t += p2
-                n2 += 1
+            if n2 < n1:  # an fc2 wave over every token whose fc1 is done
+                lo, g, layer = n2, n1 - n2, 2
+            else:  # an fc1 wave over as many new tokens as the ring has room for, once their entries are in
+                lo, g, layer = n1, min(n - n1, ring - (n1 - n2)), 1
+                t = max(t, entry_ready(n1 + g - 1))
+            for ot in range(ot2 if layer == 2 else ot1):
+                for q in range(lo, lo + g):
+                    if layer == 1:
+                        t = run_unit(t, max(x_row_ready(tq[q]), w1_row_ready(i, ot)), 0) + it1
+                        if ot == ot1 - 1:
+                            h_ok[q] = t + RTL_PIPE
+                    else:
+                        t = run_unit(t, w2_row_ready(i, ot), h_ok[q]) + it2
+            if layer == 2:
+                fc2_end[lo:lo + g] = [t] * g
+                n2 += g
             else:
-                t += p1
-                fc1_end[n1] = t
-                n1 += 1
+                n1 += g
         last_issue = t - 1
-        mac += n * (p1 + p2)
+        mac += n * (ot1 * it1 + ot2 * it2)
         slot_free[i % 2] = last_issue + RTL_DRAIN + 1
         c_free = last_issue + RTL_DRAIN
         computed += 1
@@ -1156,16 +1199,16 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
         while i >= 2 and computed <= i - 2:
             compute(computed)
         t_q = max(t + 1, slot_free[i % 2], x_done) + 1
-        t_a = done(t_q, math.ceil(c / q_per_beat)) + 1
+        q_ready.append(done(t_q, math.ceil(c / q_per_beat)) + 1)
+        t_a = q_ready[-1]
+        if i == 0 and x_early:  # the token rows go first
+            x_start = t_a
+            t_a = x_done = done(x_start, tokens * x_row) + 1
+        wa_start.append(t_a)
         a_ready.append(done(t_a, a_beats) + 1)
-        t_b = a_ready[-1]
-        x_early = tokens * x_row < ring * p1
-        if i == 0 and x_early:  # the token rows go between the first used expert's b1 and w2
-            x_start = t_b
-            t_b = x_done = done(x_start, tokens * x_row) + 1
-        w2_ready.append(done(t_b, exp_beats - a_beats) + 1)
+        w2_ready.append(done(a_ready[-1], exp_beats - a_beats) + 1)
         t = w2_ready[-1]
-        if i == 0 and not x_early:  # ... or after its w2/b2, behind the compute
+        if i == 0 and not x_early:  # ... or after b2/w2, behind the compute
             x_start = t
             x_done = done(x_start, tokens * x_row)
         i += 1

@@ -12,9 +12,10 @@ Memory layout (every region starts at a pointer aligned to the AXI data width, l
 * ``queues`` (pointer ``queues``): a count table of N uint32 (padded to the bus width), then N queues at
   a fixed stride; queue e holds count[e] uint32 entries ``token << 16 | gate`` in ascending token order,
   gate = the Q.15 combine weight (≤ 2^15) — exactly ``Routing.queue(e)`` of the golden model.
-* ``experts`` (pointer ``weights``): per expert, at a fixed stride: w1, b1, w2, b2. Weights are stored
-  tile-major (tiles of mac_out × mac_in, row-major inside a tile) so that one tile is one MAC-array
-  operand; biases are plain vectors at accumulator scale.
+* ``experts`` (pointer ``weights``): per expert, at a fixed stride: b1, w1, b2, w2 (each bias ahead of its
+  weights, so an output row can start as soon as its weight tiles arrive). Weights are stored tile-major
+  (tiles of mac_out × mac_in, row-major inside a tile, output-row tiles in order) so that one tile is one
+  MAC-array operand; biases are plain vectors at accumulator scale.
 * ``out`` (pointer ``out``): moe [T, dim] in the act format (= REQ_act(A_t, 15), docs/numerics.md §11).
 """
 
@@ -98,10 +99,10 @@ class RtlKnobs:
     )
     max_burst: int = 16  # beats per AXI burst (Vitis' default max_read_burst_length)
     max_outstanding: int = 8  # read bursts in flight
-    hidden_ring: int | None = None  # hidden vectors fc1 may run ahead of fc2 (power of two); None: derived
+    hidden_ring: int | None = None  # hidden vectors on chip = tokens per wave (power of two); None: derived
 
 
-HIDDEN_RING_MAX = 32  # the derived ring covers an expert's w2 fetch up to this many fc1 passes
+HIDDEN_RING_MAX = 32  # the derived ring covers an expert's w2 fetch with up to this many tokens' fc1 work
 
 
 def _pow2_ceil(n: int) -> int:
@@ -109,8 +110,8 @@ def _pow2_ceil(n: int) -> int:
 
 
 def derived_hidden_ring(w2_beats: int, fc1_pass_cycles: int, tmax: int) -> int:
-    """Ring depth that lets fc1 passes cover the fetch of an expert's w2/b2 (the first expert's prologue),
-    as a power of two in [2, HIDDEN_RING_MAX] and no deeper than the token capacity needs."""
+    """Ring depth (tokens per wave) whose fc1 work covers the fetch of an expert's b2/w2 (what the first
+    expert's fc2 waits for), as a power of two in [2, HIDDEN_RING_MAX], no deeper than the token capacity."""
     want = _pow2_ceil(-(-w2_beats // fc1_pass_cycles) + 2)
     return max(2, min(want, HIDDEN_RING_MAX, _pow2_ceil(tmax)))
 
@@ -215,11 +216,12 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
     acc_bits = n.act.bits + GATE_BITS + _clog2(m.top_k) + 1  # |A_t| < K·2^(act.bits-1)·2^15, plus sign
     fields = []
     off = 0
+    # each bias ahead of its weights: an fc1 output row can start as soon as its w1 tiles have arrived
     for name, nbytes, shape, kind in (
-        ("w1", w1_bytes, [h, d], "weight"),
         ("b1", b1_bytes, [h], "bias"),
-        ("w2", w2_bytes, [d, h], "weight"),
+        ("w1", w1_bytes, [h, d], "weight"),
         ("b2", b2_bytes, [d], "bias"),
+        ("w2", w2_bytes, [d, h], "weight"),
     ):
         f: dict[str, Any] = {"name": name, "offset": off, "bytes": nbytes, "shape": shape}
         if kind == "weight":

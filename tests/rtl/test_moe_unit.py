@@ -97,9 +97,11 @@ def test_layout_regions_are_bus_aligned_and_packers_round_trip() -> None:
     # element (o, i) of w1 sits in tile (o // mo, i // mi), row o % mo, column i % mi
     o, i = 37, 21
     tile = (o // mo) * (d // mi) + i // mi
-    off = tile * mo * mi + (o % mo) * mi + i % mi
+    field = {f["name"]: f for f in ex["fields"]}
+    assert [f["name"] for f in ex["fields"]] == ["b1", "w1", "b2", "w2"]  # each bias ahead of its weights
+    off = field["w1"]["offset"] + tile * mo * mi + (o % mo) * mi + i % mi
     assert np.int8(blob[off]) == w1[0, o, i]
-    b1_off = ex["fields"][1]["offset"] + ex["stride_bytes"] * 3
+    b1_off = field["b1"]["offset"] + ex["stride_bytes"] * 3
     assert int.from_bytes(blob[b1_off : b1_off + 4], "little", signed=True) == b1[3, 0]
     x = random_tokens(cfg, rng, 5)
     assert pack_tokens(lay, x) == x.astype("<i2").tobytes()
@@ -126,7 +128,8 @@ def test_sizes_that_do_not_tile_are_rejected() -> None:
 
 
 def test_hidden_ring_knob_is_checked_and_sized() -> None:
-    """The ring must be a power of two ≥ 2; the derived one covers the w2/b2 fetch with fc1 passes."""
+    """The ring must be a power of two ≥ 2; the derived one holds enough tokens for their fc1 work to cover the
+    b2/w2 fetch."""
     cfg = load_config("vit_tiny_cityscapes")
     for bad in (1, 3, 48):
         with pytest.raises(RtlError, match="hidden_ring"):

@@ -1135,7 +1135,7 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     computed = 0
     never = math.inf
 
-    def x_row_ready(tok: int) -> int:
+    def x_row_ready(tok: int) -> float:
         return beat_seen(x_start, (tok + 1) * x_row - 1) if x_start >= 0 else never
 
     def w1_row_ready(i: int, ot: int) -> int:
@@ -1168,9 +1168,11 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
         while n2 < n:
             if n2 < n1:  # an fc2 wave over every token whose fc1 is done
                 lo, g, layer = n2, n1 - n2, 2
-            else:  # an fc1 wave over as many new tokens as the ring has room for, once their entries are in
+            else:  # an fc1 wave over the new tokens the ring has room for whose rows of x are on chip
                 lo, g, layer = n1, min(n - n1, ring - (n1 - n2)), 1
                 t = max(t, entry_ready(n1 + g - 1))
+                t = run_unit(t, max(x_row_ready(tq[n1]), w1_row_ready(i, 0)), 0)
+                g = sum(1 for q in range(n1, n1 + g) if x_row_ready(tq[q]) <= t)
             for ot in range(ot2 if layer == 2 else ot1):
                 for q in range(lo, lo + g):
                     if layer == 1:

@@ -1077,11 +1077,12 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
     Follows the unit's FSMs job by job: count table, then per used expert its queue, b1/w1 and b2/w2 (one read
     job at a time, a ping-pong slot per expert) overlapping the compute of the previous expert; the token rows
     are loaded before the first used expert's b1/w1 when they take fewer beats, else after its b2/w2. An
-    expert's compute starts on its queue (entries read a bus word per cycle into the hidden ring's slots); at
-    each boundary it issues an fc2 pass of the oldest token whose hidden vector is back from the pipeline
-    (RTL_PIPE) if w2 is on chip, else an fc1 wave over as many new tokens as the ring (``hidden_ring``) has
-    room for, output row by output row, each row waiting for its w1 tiles and each token's row for its row of
-    x. One tile per cycle. Finally the write-back streams the outputs at one beat per cycle.
+    expert's compute starts on its queue (entries read a bus word per cycle into the hidden ring's slots) and
+    runs in waves, one tile per cycle: at each boundary an fc2 wave over every token whose fc1 is done, else
+    an fc1 wave over the new tokens the ring (``hidden_ring``) has room for whose rows of x are on chip; a
+    wave goes output row by output row, each row waiting for its weight tiles, an fc1 row of a token for its
+    row of x, an fc2 row for its hidden vector (RTL_PIPE after its last fc1 tile). Finally the write-back
+    streams the outputs at one beat per cycle.
     """
     p = layout["params"]
     regions = layout["regions"]
@@ -1151,11 +1152,17 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
         stall += c0 - c_free
         h_ok = [never] * n  # the hidden vector of queue entry q is back from the pipeline
         fc2_end = [0] * n  # the fc2 wave of entry q finished (its ring slot is free)
+        fc2_lo = [0] * n  # the first entry of that wave
         t = c0
 
         def entry_ready(j: int) -> int:
+            """Entries are read a bus word per cycle, from C_RUN on into the first ring slots, then as each
+            fc2 wave ends into the slots it released (the reader resumes at the window's old end)."""
             first = c0 + 2 + j // q_per_beat
-            return first if j < ring else max(first, fc2_end[j - ring] + 2)
+            if j < ring:
+                return first
+            q = j - ring
+            return max(first, fc2_end[q] + 2 + j // q_per_beat - (fc2_lo[q] + ring) // q_per_beat)
 
         def run_unit(t: int, mem_ready: float, other_ready: float) -> int:
             """Issue one unit at or after t; returns its start and counts the memory-wait cycles."""
@@ -1183,6 +1190,7 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
                         t = run_unit(t, w2_row_ready(i, ot), h_ok[q]) + it2
             if layer == 2:
                 fc2_end[lo:lo + g] = [t] * g
+                fc2_lo[lo:lo + g] = [lo] * g
                 n2 += g
             else:
                 n1 += g

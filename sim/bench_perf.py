@@ -123,6 +123,8 @@ RTL_VARIANTS: dict[str, tuple[str, str, dict[str, int]]] = {
     "tiny 8x8 axi128 zcu104": ("tiny", "zcu104", {"mac_in": 8, "mac_out": 8}),
     "tiny 32x32 axi256 zcu104": ("tiny", "zcu104", {"mac_in": 32, "mac_out": 32, "axi_data_bits": 256}),
     "cityscapes 32x32 axi128 zcu104": ("vit_tiny_cityscapes", "zcu104", {}),
+    # 128 tokens: the token rows go after the first expert's b2/w2, and 8-token waves (several per expert)
+    "tiny 16x16 axi128 T128 ring8": ("tiny", "zcu104", {"max_tokens": 128, "hidden_ring": 8}),
 }
 """Sizes, memory profiles and routings of the model-vs-RTL validation (each runs its own case set)."""
 
@@ -143,7 +145,7 @@ def rtl_vs_model(config: str, profile: str = "zcu104", knobs: dict[str, int] | N
         raise RuntimeError(reason)
     cfg = load_config(config)
     build = build_moe_unit(cfg, sim, RtlKnobs(**(knobs or {})))
-    cases = build_cases(cfg, seed=seed, real=real, rand=rand, edge=edge)
+    cases = build_cases(cfg, seed=seed, real=real, rand=rand, edge=edge, max_tokens=(knobs or {}).get("max_tokens"))
     mem = PROFILES[profile]
     res = run_moe_bench(build, cases, mem, f"perf_{profile}_{seed}")
     n_exp = cfg.model.num_experts

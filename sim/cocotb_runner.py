@@ -151,6 +151,10 @@ def _knob_tag(cfg: DesignConfig, knobs: RtlKnobs) -> str:
         parts.append(f"axi{knobs.axi_data_bits}")
     if knobs.max_tokens and knobs.max_tokens != cfg.model.num_tokens:
         parts.append(f"t{knobs.max_tokens}")
+    for name in ("hidden_ring", "max_burst", "max_outstanding"):
+        value = getattr(knobs, name)
+        if value is not None and value != getattr(DEFAULT_KNOBS, name):
+            parts.append(f"{name.replace('_', '')}{value}")
     return "_".join(parts)
 
 

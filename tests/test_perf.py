@@ -262,6 +262,18 @@ def test_moe_unit_model_matches_rtl_fast() -> None:
     assert {"single_token", "all_tokens_one_expert", "no_tokens"} <= {c.label for c in cases}
 
 
+def test_moe_unit_model_matches_rtl_late_tokens_and_many_waves() -> None:
+    """128 tokens on tiny: the token rows go after the first expert's b2/w2 (fc1 waves take only the tokens
+    whose rows are in) and an 8-vector ring splits each expert into several waves."""
+    from m3vit.sim.bench_perf import RTL_VARIANTS
+
+    config, profile, knobs = RTL_VARIANTS["tiny 16x16 axi128 T128 ring8"]
+    cases = _rtl_or_skip(config, profile, knobs, seed=14, rand=2, edge=False)
+    assert cases and all(max(c.counts) > knobs["hidden_ring"] for c in cases)
+    for c in cases:
+        _model_agrees(c)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["tiny 16x16 axi128 congested", "tiny 8x8 axi128 zcu104",
                                      "tiny 32x32 axi256 zcu104", "cityscapes 32x32 axi128 zcu104"])

@@ -65,6 +65,11 @@ def container_bits(bits: int) -> int:
     raise ValueError(f"{bits}-bit values do not fit a 64-bit container")
 
 
+def pow2_ceil(n: int) -> int:
+    """Smallest power of two ≥ ``n`` (1 for n ≤ 1)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

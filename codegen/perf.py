@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from m3vit.codegen.config import BoardSpec, DesignConfig
+from m3vit.codegen.layout import container_bits, pow2_ceil
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC
 
 MIB = 1 << 20
@@ -73,15 +74,8 @@ def _tiles(n: int, size: int) -> list[int]:
     return [size] * (n // size) + ([n % size] if n % size else [])
 
 
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
-
-
 def _container_bytes(bits: int) -> int:
-    for c in (8, 16, 32, 64):
-        if bits <= c:
-            return c // 8
-    raise ValueError(f"{bits}-bit elements do not fit a 64-bit container")
+    return container_bits(bits) // 8
 
 
 # ------------------------------------------------------------------------------------ DSP packing
@@ -267,7 +261,7 @@ def lanes(cfg: DesignConfig) -> Lanes:
     per_block = blk * hd_passes * op_rate_div(cfg, "attn_qk") + _cdiv(blk, mi) * hd * pv_div
     return Lanes(
         ln=max(1, mi // 4),
-        out=_pow2_ceil(_cdiv(mo, min_it)),
+        out=pow2_ceil(_cdiv(mo, min_it)),
         exp=mo * hp,
         acc=max(1, _cdiv(mo * hd, per_block)),
         router=max(1, _cdiv(m.num_experts + m.top_k, _cdiv(m.num_experts, mo) * _cdiv(m.dim, mi))),
@@ -1055,16 +1049,6 @@ RTL_OUT_START, RTL_B_LATENCY = 3, 3
 """Write-back: P_OUT → first W beat; last W beat → B response (AxiRam) → done."""
 
 
-def _union_length(a: tuple[float, float], b: tuple[float, float]) -> int:
-    """Cycles covered by two half-open intervals (either may be empty)."""
-    spans = sorted(x for x in (a, b) if x[1] > x[0])
-    if not spans:
-        return 0
-    if len(spans) == 1 or spans[1][0] >= spans[0][1]:
-        return int(sum(e - s for s, e in spans))
-    return int(max(spans[0][1], spans[1][1]) - spans[0][0])
-
-
 def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, latency: int = 0,
                     bandwidth: float = 1.0,
                     queues: Sequence[Sequence[int]] | None = None) -> MoeUnitCycles:
@@ -1109,15 +1093,13 @@ def moe_unit_cycles(layout: Mapping, counts: Sequence[int], num_tokens: int, lat
         queues = [[j * tokens // c for j in range(c)] if c else [] for c in counts]
     toks = [[min(int(t), max(tokens - 1, 0)) for t in q][:c] for q, c in zip(queues, counts, strict=True) if c > 0]
 
-    def done(start: int, beats: int) -> int:
-        """The cycle a job's waiter sees it finished, for a job whose rj_start is visible at ``start``."""
-        if beats == 0:
-            return start + 1
-        return start + RTL_JOB + latency + math.ceil((beats - 1) / bandwidth) + 1
-
     def beat_seen(start: int, beat: int) -> int:
         """First cycle a gate on beat ``beat`` (0-based) of a job started at ``start`` lets work through."""
         return start + RTL_JOB + latency + math.ceil(beat / bandwidth) + 1
+
+    def done(start: int, beats: int) -> int:
+        """The cycle a job's waiter sees it finished, for a job whose rj_start is visible at ``start``."""
+        return start + 1 if beats == 0 else beat_seen(start, beats - 1)
 
     stall = 0
     exp_start = done(0, cnt_beats) + 1  # P_CNT; the first busy cycle is 0

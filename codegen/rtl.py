@@ -33,6 +33,7 @@ import numpy as np
 
 from m3vit import REPO_ROOT, build_dir
 from m3vit.codegen.config import DesignConfig, FixedFormat
+from m3vit.codegen.layout import container_bits, pow2_ceil
 from m3vit.codegen.numerics import PROB_FRAC, constants
 from m3vit.codegen.render import template_env
 
@@ -71,14 +72,6 @@ class RtlError(ValueError):
     """The config cannot be mapped onto this RTL (sizes that do not tile); one line naming the knob."""
 
 
-def _container(bits: int) -> int:
-    """Memory container of a signed element: 8, 16, 32 or 64 bits."""
-    for c in (8, 16, 32, 64):
-        if bits <= c:
-            return c
-    raise RtlError(f"{bits}-bit elements do not fit a 64-bit container")
-
-
 def _clog2(n: int) -> int:
     return max(1, math.ceil(math.log2(max(n, 2))))
 
@@ -105,15 +98,11 @@ class RtlKnobs:
 HIDDEN_RING_MAX = 32  # the derived ring covers an expert's w2 fetch with up to this many tokens' fc1 work
 
 
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
-
-
 def derived_hidden_ring(w2_beats: int, fc1_pass_cycles: int, tmax: int) -> int:
     """Ring depth (tokens per wave) whose fc1 work covers the fetch of an expert's b2/w2 (what the first
     expert's fc2 waits for), as a power of two in [2, HIDDEN_RING_MAX], no deeper than the token capacity."""
-    want = _pow2_ceil(-(-w2_beats // fc1_pass_cycles) + 2)
-    return max(2, min(want, HIDDEN_RING_MAX, _pow2_ceil(tmax)))
+    want = pow2_ceil(-(-w2_beats // fc1_pass_cycles) + 2)
+    return max(2, min(want, HIDDEN_RING_MAX, pow2_ceil(tmax)))
 
 
 def register_map(args: tuple[tuple[str, str], ...] = ARGS) -> list[dict[str, Any]]:
@@ -145,7 +134,7 @@ def register_map(args: tuple[tuple[str, str], ...] = ARGS) -> list[dict[str, Any
 
 
 def _fmt(f: FixedFormat) -> dict[str, int]:
-    return {"bits": f.bits, "frac": f.frac, "container_bits": _container(f.bits)}
+    return {"bits": f.bits, "frac": f.frac, "container_bits": container_bits(f.bits)}
 
 
 DEFAULT_KNOBS = RtlKnobs()
@@ -171,8 +160,8 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
         for knob, val in (("mac_in", mi), ("mac_out", mo)):
             if size % val:
                 problems.append(f"model.{what} = {size} must be a multiple of hardware.{knob} = {val}")
-    wc, xc, yc = (_container(b) for b in (n.weight.bits, n.norm.bits, n.act.bits))
-    bc = _container(n.bias_bits)
+    wc, xc, yc = (container_bits(b) for b in (n.weight.bits, n.norm.bits, n.act.bits))
+    bc = container_bits(n.bias_bits)
     words = {
         "weight tile (mac_out·mac_in weights)": mo * mi * wc,
         "bias word (mac_out biases)": mo * bc,

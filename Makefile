@@ -34,7 +34,7 @@ demo: install
 	$(VENV)/bin/m3vit demo $(CONFIG)
 
 bench: install
-	$(PY) -m m3vit.sim.bench
+	$(PY) -m m3vit.explore.bench
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -19,9 +19,9 @@ from typing import Annotated, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from m3vit import REPO_ROOT
+from m3vit import package_dir
 
-PRESET_DIR = REPO_ROOT / "configs"
+PRESET_DIR = package_dir("m3vit.configs")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 """Names that reach generated C++/Tcl (design and task names): lower-case C identifiers, ≤ 32 chars."""
 RESERVED_NAMES = frozenset(keyword.kwlist) | {

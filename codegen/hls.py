@@ -24,22 +24,22 @@ knows no simulator and no board driver; ``m3vit.sim.csim`` compiles what it writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from m3vit import REPO_ROOT, build_dir
-from m3vit.codegen.config import ConfigError, DesignConfig, load_config
+from m3vit import package_dir
+from m3vit.codegen import axilite
+from m3vit.codegen.axilite import TopArg
+from m3vit.codegen.bits import ceil_div, clog2, container_bits
+from m3vit.codegen.config import ConfigError, DesignConfig
 from m3vit.codegen.layout import (
     SAT_CLASSES,
-    container_bits,
     layer_taps,
     scratch_layout,
     weight_layout,
@@ -48,7 +48,7 @@ from m3vit.codegen.layout import (
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
 from m3vit.codegen.render import template_env
 
-HLS_DIR = REPO_ROOT / "hls"
+HLS_DIR = package_dir("m3vit.hls")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "hls"
 KERNEL_HEADERS = (
     "m3vit_types.h",
@@ -71,19 +71,6 @@ COSIM_IMAGES = 1
 
 
 # ------------------------------------------------------------------------------------ top signature
-@dataclass(frozen=True)
-class TopArg:
-    """One argument of the top function; the C++ signature, pragmas and register map all come from these."""
-
-    name: str
-    kind: str  # "scalar" | "pointer"
-    ctype: str  # C++ type in the signature
-    bits: int  # width of the value in the s_axilite register file (pointers: 64)
-    doc: str
-    bundle: str = ""  # m_axi bundle (pointers)
-    access: str = "r"  # pointers: "r", "w" or "rw"
-
-
 TOP_ARGS: tuple[TopArg, ...] = (
     TopArg("num_images", "scalar", "unsigned", 32, "images (or token matrices) processed by one start"),
     TopArg("task", "scalar", "unsigned", 32, "task id: selects each MoE layer's router; nothing is reloaded"),
@@ -135,67 +122,14 @@ TOP_ARGS: tuple[TopArg, ...] = (
     ),
 )
 
-CONTROL_REGISTERS = {
-    "ap_ctrl": {
-        "offset": 0x00,
-        "bits": {"ap_start": 0, "ap_done": 1, "ap_idle": 2, "ap_ready": 3, "auto_restart": 7},
-        "doc": "bit0 ap_start (W/COH), bit1 ap_done (clear on read), bit2 ap_idle, bit3 ap_ready, "
-        "bit7 auto_restart",
-    },
-    "gie": {"offset": 0x04, "doc": "global interrupt enable (bit 0)"},
-    "ier": {"offset": 0x08, "doc": "interrupt enable: bit0 ap_done, bit1 ap_ready"},
-    "isr": {"offset": 0x0C, "doc": "interrupt status (toggle on write): bit0 ap_done, bit1 ap_ready"},
-}
-ARGS_BASE = 0x10
-
-
 def register_map(args: tuple[TopArg, ...] | list[TopArg] = TOP_ARGS, top: str = TOP_NAME) -> dict[str, Any]:
-    """The Vitis HLS s_axilite register map of a top function with ``args`` (all in one control bundle).
-
-    Rules (Vitis HLS): 0x00 control, 0x04 GIE, 0x08 IER, 0x0C ISR, arguments from 0x10 in declaration
-    order; an argument of ≤ 32 bits takes a data word and a reserved word (8 bytes), one of 33–64 bits
-    (a pointer's offset) a low word, a high word and a reserved word (12 bytes).
-    """
-    regs = []
-    off = ARGS_BASE
-    for a in args:
-        words = math.ceil(a.bits / 32)
-        if words > 2:
-            raise ValueError(f"{a.name}: arguments wider than 64 bits are not supported in s_axilite")
-        data = [off + 4 * i for i in range(words)]
-        regs.append(
-            {
-                "name": a.name,
-                "kind": a.kind,
-                "c_type": a.ctype,
-                "bits": a.bits,
-                "offset": off,
-                "data_offsets": data,
-                "reserved_offset": off + 4 * words,
-                "size_bytes": 4 * (words + 1),
-                "doc": a.doc,
-                **({"bundle": a.bundle, "access": a.access} if a.kind == "pointer" else {}),
-            }
-        )
-        off += 4 * (words + 1)
-    return {
-        "top": top,
-        "interface": "s_axilite",
-        "bundle": "control",
-        "control": CONTROL_REGISTERS,
-        "args": regs,
-        "address_range_bytes": off,
-    }
+    """The s_axilite register map of the top function (:func:`m3vit.codegen.axilite.register_map`)."""
+    return axilite.register_map(args, top)
 
 
 # ------------------------------------------------------------------------------------ derived widths
-def clog2(n: int) -> int:
-    """⌈log2 n⌉ for n ≥ 1."""
-    return max(0, (int(n) - 1).bit_length())
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -227,10 +161,10 @@ def derive(cfg: DesignConfig) -> Derived:
     gt = k.gelu
 
     def it(x: int) -> int:
-        return _ceil_div(x, mi)
+        return ceil_div(x, mi)
 
     def ot(x: int) -> int:
-        return _ceil_div(x, mo)
+        return ceil_div(x, mo)
 
     has_moe = bool(m.moe_block_set)
     has_dense = len(m.moe_block_set) < m.depth
@@ -419,7 +353,11 @@ def derive(cfg: DesignConfig) -> Derived:
 
 
 def _onchip_bits(cfg: DesignConfig, c: dict, ty: dict, has_moe: bool, has_dense: bool) -> dict[str, int]:
-    """Bits of every on-chip array the kernels declare (an upper bound: HLS may share or trim some)."""
+    """Bits of every on-chip array today's kernels declare (an upper bound: HLS may share or trim some).
+
+    This describes the code in ``hls/``, not the modeled architecture of :func:`m3vit.codegen.perf.buffers`;
+    the two differ until the kernels implement that architecture, which then makes this estimate redundant.
+    """
     m, hw = cfg.model, cfg.hardware
 
     def v(name: str) -> int:
@@ -434,14 +372,14 @@ def _onchip_bits(cfg: DesignConfig, c: dict, ty: dict, has_moe: bool, has_dense:
         "weight buffer (largest dense matrix)": v("WBUF_TILES") * tiles + v("WBUF_OUT") * b("bias_t"),
         "layernorm": 2 * d * b("lnp_t") + d * (b("act_t") + b("norm_t")),
         "patch embedding tiles": tt * (v("PATCH_DIM_P") * b("in_t") + v("DIM_PO") * b("act_t")),
-        "qkv tiles": tt * (v("DIM_P") * b("norm_t") + _ceil_div(3 * d, hw.mac_out) * hw.mac_out * b("qkv_t")),
+        "qkv tiles": tt * (v("DIM_P") * b("norm_t") + ceil_div(3 * d, hw.mac_out) * hw.mac_out * b("qkv_t")),
         "proj tiles": tt * (v("DIM_P") * b("qkv_t") + v("DIM_PO") * b("act_t")),
         "attention": tt * d * (2 * b("qkv_t") + b("ctx_acc_t"))
         + 2 * kb * d * b("qkv_t")
         + m.num_heads * tt * (b("z_t") + b("attn_l_t")),
     }
     if has_dense:
-        mh_o = _ceil_div(m.mlp_hidden, hw.mac_out) * hw.mac_out
+        mh_o = ceil_div(m.mlp_hidden, hw.mac_out) * hw.mac_out
         out["dense MLP tiles"] = tt * (
             v("DIM_P") * b("norm_t")
             + mh_o * b("hid_t")
@@ -462,11 +400,6 @@ def _onchip_bits(cfg: DesignConfig, c: dict, ty: dict, has_moe: bool, has_dense:
             tt * (v("DIM_P") * b("norm_t") + v("EH_BUF") * b("hid_t") + v("DIM_PO") * b("act_t")) + 2 * d * 64
         )
     return out
-
-
-def onchip_bytes(cfg: DesignConfig) -> int:
-    """Upper bound of the on-chip memory the generated kernels declare, in bytes."""
-    return sum(derive(cfg).onchip_bits.values()) // 8
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -739,46 +672,3 @@ def generate_project(cfg: DesignConfig, out_dir: str | Path) -> Path:
 def _copy_if_changed(src: Path, dst: Path) -> None:
     if not dst.exists() or dst.read_bytes() != src.read_bytes():
         shutil.copyfile(src, dst)
-
-
-# ------------------------------------------------------------------------------------ vendor tools
-def find_hls_tool() -> tuple[str, list[str]] | None:
-    """The Vitis HLS launcher on PATH and its arguments for run_hls.tcl, or None."""
-    if shutil.which("vitis-run"):
-        return "vitis-run", ["--mode", "hls", "--tcl", "run_hls.tcl"]
-    if shutil.which("vitis_hls"):
-        return "vitis_hls", ["-f", "run_hls.tcl"]
-    return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m m3vit.codegen.hls CONFIG -o DIR [--run]``: generate (and optionally run Vitis HLS)."""
-    import subprocess
-
-    ap = argparse.ArgumentParser(prog="python -m m3vit.codegen.hls", description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="config file or preset name")
-    ap.add_argument("-o", "--out", help="output directory (default build/<name>)")
-    ap.add_argument("--run", action="store_true", help="run run_hls.tcl with vitis-run or vitis_hls")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        out = generate_project(cfg, args.out or build_dir(cfg.name))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"generated {out}")
-    if args.run:
-        tool = find_hls_tool()
-        if tool is None:
-            print(
-                "error: neither vitis-run (Vitis 2023.2+) nor vitis_hls (Vitis HLS ≤ 2023.1) is on PATH; "
-                "source Vitis' settings64.sh",
-                file=sys.stderr,
-            )
-            return 1
-        return subprocess.call([tool[0], *tool[1]], cwd=out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from m3vit.codegen.bits import ceil_div, container_bits
 from m3vit.codegen.config import DesignConfig, FixedFormat
 
 SAT_CLASSES = ("input", "act", "norm", "qkv", "hidden", "logit", "score")
@@ -57,21 +58,10 @@ TAP_REGIONS = {
 """Golden tap suffix (``block{i}.<suffix>``) → scratch region holding it after the block ran."""
 
 
-def container_bits(bits: int) -> int:
-    """Smallest power-of-two container (8…64 bits) for a ``bits``-bit two's-complement integer."""
-    for c in (8, 16, 32, 64):
-        if bits <= c:
-            return c
-    raise ValueError(f"{bits}-bit values do not fit a 64-bit container")
 
 
-def pow2_ceil(n: int) -> int:
-    """Smallest power of two ≥ ``n`` (1 for n ≤ 1)."""
-    return 1 << max(0, n - 1).bit_length()
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _np_dtype(cbits: int) -> np.dtype:
@@ -119,21 +109,21 @@ class WeightLayout:
 
     # ----------------------------------------------------------------------------------- building
     def _align(self, n: int) -> int:
-        return _ceil_div(n, self.word_bytes) * self.word_bytes
+        return ceil_div(n, self.word_bytes) * self.word_bytes
 
     def _add(self, name: str, shape: tuple[int, ...], fmt_bits: int, frac: int, tiled: bool) -> TensorSpec:
         cb = container_bits(fmt_bits)
         if tiled:
             out, inp = shape
             stored: tuple[int, ...] = (
-                _ceil_div(out, self.mac_out),
-                _ceil_div(inp, self.mac_in),
+                ceil_div(out, self.mac_out),
+                ceil_div(inp, self.mac_in),
                 self.mac_out,
                 self.mac_in,
             )
         elif len(shape) == 2:
             lanes = self.word_bytes * 8 // cb
-            stored = (shape[0], _ceil_div(shape[1], lanes) * lanes)
+            stored = (shape[0], ceil_div(shape[1], lanes) * lanes)
         else:
             stored = shape
         data = int(np.prod(stored)) * cb // 8
@@ -397,7 +387,7 @@ class ScratchLayout:
 
     def _region(self, name: str, rows: int, cols: int, bits: int, offset: int) -> Region:
         cb = container_bits(bits)
-        stride = _ceil_div(cols * cb // 8, self.word_bytes) * self.word_bytes
+        stride = ceil_div(cols * cb // 8, self.word_bytes) * self.word_bytes
         return Region(name, rows, cols, bits, cb, offset, stride, rows * stride)
 
     def _add(self, name: str, rows: int, cols: int, bits: int) -> None:

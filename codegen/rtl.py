@@ -3,7 +3,7 @@
 ``generate_moe_unit(cfg, out_dir)`` writes ``moe_unit.sv`` and ``moe_unit_layout.json`` into
 ``build/<name>/rtl/``. The JSON is the single description of what the unit reads and writes (memory
 regions, offsets, element formats, register map, on-chip buffer sizes); testbenches and host code pack
-and unpack memory with :func:`pack_tokens`, :func:`pack_queues`, :func:`pack_experts` and
+and unpack memory with :func:`pack_token_rows`, :func:`pack_queues`, :func:`pack_experts` and
 :func:`unpack_out`, which read only that description.
 
 Memory layout (every region starts at a pointer aligned to the AXI data width, little-endian):
@@ -31,25 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from m3vit import REPO_ROOT, build_dir
+from m3vit import build_dir, package_dir
+from m3vit.codegen import axilite
+from m3vit.codegen.axilite import TopArg
+from m3vit.codegen.bits import clog2, container_bits, pow2_ceil, round_up
 from m3vit.codegen.config import DesignConfig, FixedFormat
-from m3vit.codegen.layout import container_bits, pow2_ceil
 from m3vit.codegen.numerics import PROB_FRAC, constants
 from m3vit.codegen.render import template_env
 
-TEMPLATE_DIR = REPO_ROOT / "rtl" / "templates"
+TEMPLATE_DIR = package_dir("m3vit.rtl") / "templates"
 TOP = "moe_unit"
 QUEUE_ENTRY_BITS = 32
 GATE_BITS = 16  # a gate is ≤ 2^15, so 16 unsigned bits hold it
 COUNT_BITS = 16  # per-expert queue length register (≤ max_tokens ≤ 65535)
 PAGE = 4096  # AXI bursts never cross a 4 KiB boundary
-ARGS = (
-    ("num_tokens", "scalar"),
-    ("x", "pointer"),
-    ("queues", "pointer"),
-    ("weights", "pointer"),
-    ("out", "pointer"),
-)
+POINTERS = ("x", "queues", "weights", "out")
 COUNTERS = (
     ("busy_cycles", "cycles from ap_start to ap_done"),
     ("mac_cycles", "cycles in which the MAC array issued a tile"),
@@ -72,12 +68,8 @@ class RtlError(ValueError):
     """The config cannot be mapped onto this RTL (sizes that do not tile); one line naming the knob."""
 
 
-def _clog2(n: int) -> int:
-    return max(1, math.ceil(math.log2(max(n, 2))))
 
 
-def _roundup(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 @dataclass(frozen=True)
@@ -105,32 +97,14 @@ def derived_hidden_ring(w2_beats: int, fc1_pass_cycles: int, tmax: int) -> int:
     return max(2, min(want, HIDDEN_RING_MAX, pow2_ceil(tmax)))
 
 
-def register_map(args: tuple[tuple[str, str], ...] = ARGS) -> list[dict[str, Any]]:
-    """AXI4-Lite registers with Vitis HLS offsets: scalars take 8 bytes, 64-bit pointers 12."""
-    regs: list[dict[str, Any]] = [
-        {
-            "name": "ctrl",
-            "offset": 0x00,
-            "access": "rw",
-            "bits": {"ap_start": 0, "ap_done": 1, "ap_idle": 2, "ap_ready": 3, "auto_restart": 7},
-            "description": "ap_done and ap_ready clear on read",
-        },
-        {"name": "gie", "offset": 0x04, "access": "rw", "description": "global interrupt enable (bit 0)"},
-        {"name": "ier", "offset": 0x08, "access": "rw", "description": "bit 0 ap_done, bit 1 ap_ready"},
-        {"name": "isr", "offset": 0x0C, "access": "rtow", "description": "toggle-on-write status"},
-    ]
-    off = 0x10
-    for name, kind in args:
-        if kind == "scalar":
-            regs.append({"name": name, "offset": off, "access": "rw", "width": 32})
-            off += 8
-        else:
-            regs.append({"name": name, "offset": off, "access": "rw", "width": 64, "words": [off, off + 4]})
-            off += 12
-    for name, desc in COUNTERS:
-        regs.append({"name": name, "offset": off, "access": "r", "width": 32, "description": desc})
-        off += 8
-    return regs
+def register_map() -> dict[str, Any]:
+    """The unit's s_axilite map (:func:`m3vit.codegen.axilite.register_map`): ``num_tokens``, the four
+    64-bit pointers, then the read-only counters as output scalars."""
+    args = [TopArg("num_tokens", "scalar", "unsigned", 32, "tokens of this call (≤ max_tokens)")]
+    args += [TopArg(p, "pointer", "void*", 64, f"{p} region (moe_unit_layout.json)", bundle="gmem",
+                    access="w" if p == "out" else "r") for p in POINTERS]
+    args += [TopArg(name, "scalar", "unsigned", 32, desc, output=True) for name, desc in COUNTERS]
+    return axilite.register_map(args, TOP)
 
 
 def _fmt(f: FixedFormat) -> dict[str, int]:
@@ -195,14 +169,14 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
     w1_bytes, w2_bytes = h * d * wc // 8, d * h * wc // 8
     b1_bytes, b2_bytes = h * bc // 8, d * bc // 8
     expert_bytes = w1_bytes + b1_bytes + w2_bytes + b2_bytes  # multiples of the bus width (checked above)
-    count_bytes = _roundup(ne * 4, bus)
-    queue_stride = _roundup(tmax * 4, bus)
+    count_bytes = round_up(ne * 4, bus)
+    queue_stride = round_up(tmax * 4, bus)
     k = constants(cfg)
     gl = k.gelu
     tile_bits, bword_bits = mo * mi * wc, mo * bc
     if ring is None:
         ring = derived_hidden_ring((w2_bytes + b2_bytes) // bus, ot1 * it1, tmax)
-    acc_bits = n.act.bits + GATE_BITS + _clog2(m.top_k) + 1  # |A_t| < K·2^(act.bits-1)·2^15, plus sign
+    acc_bits = n.act.bits + GATE_BITS + clog2(m.top_k) + 1  # |A_t| < K·2^(act.bits-1)·2^15, plus sign
     fields = []
     off = 0
     # each bias ahead of its weights: an fc1 output row can start as soon as its w1 tiles have arrived
@@ -290,7 +264,7 @@ def moe_layout(cfg: DesignConfig, knobs: RtlKnobs = DEFAULT_KNOBS) -> dict[str, 
             },
             "experts": {
                 "pointer": "weights",
-                "stride_bytes": _roundup(expert_bytes, bus),
+                "stride_bytes": round_up(expert_bytes, bus),
                 "bytes_per_expert": expert_bytes,
                 "fields": fields,
             },
@@ -306,7 +280,7 @@ def _le_bytes(a: np.ndarray, container_bits: int) -> bytes:
     return np.asarray(a, dtype=np.int64).astype(f"<i{container_bits // 8}").tobytes()
 
 
-def pack_tokens(layout: Mapping[str, Any], x: np.ndarray) -> bytes:
+def pack_token_rows(layout: Mapping[str, Any], x: np.ndarray) -> bytes:
     """x [T, dim] (norm format integers) → the ``tokens`` region."""
     r = layout["regions"]["tokens"]
     x = np.asarray(x)
@@ -397,7 +371,7 @@ class GeneratedRtl:
 def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, Any]:
     p, n = layout["params"], cfg.numerics
     k = constants(cfg)
-    reg_off = {r["name"]: r["offset"] for r in layout["registers"]}
+    reg_off = axilite.offsets(layout["registers"])
     qe = p["axi_data_bits"] // QUEUE_ENTRY_BITS
     ot1, it1 = p["tiles"]["fc1"]
     ot2, it2 = p["tiles"]["fc2"]
@@ -481,7 +455,7 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
         "REG": reg_off,
         "COUNTERS": [c for c, _ in COUNTERS],
         "RAW": 8,
-        "clog2": _clog2,
+        "clog2": lambda n: max(1, clog2(n)),  # an index signal is at least one bit wide
     }
     g = min(mi, mo)
     ctx["HRING"] = p["hidden_ring"]
@@ -496,10 +470,10 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
     ctx["BPOW"] = ctx["OW_BITS"] // dw
     ctx["X_ROW_BEATS"] = it1 * ctx["BPXW"]
     ctx["OUT_ROW_BEATS"] = ot2 * ctx["BPOW"]
-    ctx["SUBW"] = _clog2(max(ctx["BPT"], ctx["BPBW"], ctx["BPXW"], ctx["BPOW"])) + 1
-    ctx["SATW"] = _clog2(mo + 1)
+    ctx["SUBW"] = clog2(max(ctx["BPT"], ctx["BPBW"], ctx["BPXW"], ctx["BPOW"])) + 1
+    ctx["SATW"] = clog2(mo + 1)
     ctx["PB"] = ctx["WB"] + ctx["IB"]
-    ctx["SB"] = ctx["PB"] + _clog2(mi) + 1
+    ctx["SB"] = ctx["PB"] + clog2(mi) + 1
     return ctx
 
 
@@ -543,7 +517,7 @@ __all__ = [
     "moe_layout",
     "pack_experts",
     "pack_queues",
-    "pack_tokens",
+    "pack_token_rows",
     "register_map",
     "render_moe_unit",
     "unpack_out",

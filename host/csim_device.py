@@ -13,7 +13,7 @@ from pathlib import Path
 from m3vit import build_dir
 from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.hls import generate_project
-from m3vit.host.driver import RegisterMap
+from m3vit.host.registers import RegisterMap
 from m3vit.host.twin import PhysicalMemory, SimulatedDevice
 from m3vit.sim.csim import CsimLibrary, build_csim
 

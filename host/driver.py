@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ import numpy as np
 from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.layout import pack_images, pack_tokens, read_saturation, scratch_layout, unpack_tokens
 from m3vit.host.heads import task_head
+from m3vit.host.registers import RegisterMap
 from m3vit.host.weights import Weights, WeightsError, load_weights
 from m3vit.sim.fixedpoint import SaturationLog, quantize_float
 
@@ -47,25 +47,6 @@ class Device(Protocol):
     def write(self, offset: int, value: int) -> None: ...
     def allocate(self, shape: Any, dtype: Any = ..., cacheable: bool = ...) -> Any: ...
     def reset(self) -> None: ...
-
-
-class RegisterMap:
-    """The generated ``register_map.json``: argument name → offsets."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = dict(data)
-        self.args = {a["name"]: a for a in data["args"]}
-        self.top = data["top"]
-
-    @classmethod
-    def load(cls, path: str | Path) -> RegisterMap:
-        return cls(json.loads(Path(path).read_text()))
-
-    def offset(self, name: str) -> int:
-        return self.args[name]["offset"]
-
-    def pointers(self) -> list[str]:
-        return [n for n, a in self.args.items() if a["kind"] == "pointer"]
 
 
 class Accelerator:
@@ -320,4 +301,4 @@ class Accelerator:
         self.close()
 
 
-__all__ = ["Accelerator", "AcceleratorError", "AcceleratorTimeoutError", "RegisterMap", "WeightsError"]
+__all__ = ["Accelerator", "AcceleratorError", "AcceleratorTimeoutError", "WeightsError"]

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pynq
 
-from m3vit.host.driver import RegisterMap
+from m3vit.host.registers import RegisterMap
 
 VLNV = "xilinx.com:hls:m3vit_top:1.0"
 

@@ -6,13 +6,13 @@
 .PHONY: hls-generate csim hls bench-csim
 
 hls-generate: install
-	$(PY) -m m3vit.codegen.hls $(CONFIG)
+	$(PY) -m m3vit.codegen.project $(CONFIG)
 
 csim: install
 	$(PY) -m m3vit.sim.csim $(CONFIG)
 
 hls: install
-	$(PY) -m m3vit.codegen.hls $(CONFIG) --run
+	$(PY) -m m3vit.codegen.project $(CONFIG) --run
 
 bench-csim: install
 	$(PY) -c "from m3vit.sim.csim import bench_csim; bench_csim()"

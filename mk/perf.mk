@@ -8,10 +8,10 @@
 bench: bench-perf
 
 bench-perf: install
-	$(PY) -m m3vit.sim.bench_perf
+	$(PY) -m m3vit.explore.bench_perf
 
 perf-report: install
-	$(PY) -m m3vit.sim.report $(CONFIG)
+	$(PY) -m m3vit.explore.report $(CONFIG)
 
 dse: install
-	$(PY) -m m3vit.sim.dse $(CONFIG) --board zcu104
+	$(PY) -m m3vit.explore.dse $(CONFIG) --board zcu104

@@ -11,7 +11,7 @@ rtl: install
 
 cocotb: install
 	$(PY) -m pytest tests/rtl -m "cocotb" $(PYTEST_ARGS)
-	$(PY) -m m3vit.sim.cocotb_runner --config $(CONFIG)
+	$(PY) -m m3vit.explore.rtl_report --config $(CONFIG)
 
 synth: install
 	$(PY) -m pytest tests/rtl -m synth $(PYTEST_ARGS)

@@ -11,24 +11,24 @@ TRAIN_ARGS  ?=
 
 # Train the tiny model from scratch (about 5-10 minutes on 2 cores) and install it as the shipped checkpoint.
 train-tiny: install
-	$(PY) -m m3vit.sim.train tiny --out-dir $(TRAIN_DIR) $(TINY_RECIPE) $(TRAIN_ARGS)
+	$(PY) -m m3vit.train.train tiny --out-dir $(TRAIN_DIR) $(TINY_RECIPE) $(TRAIN_ARGS)
 	cp $(TRAIN_DIR)/model.safetensors $(TINY_CKPT)
 
 # Single-task baselines for Δm: the same recipe, one task each; their held-out float metrics are kept in
 # models/tiny_single_task.json (the two checkpoints stay in build/).
 baselines-tiny: install
-	$(PY) -m m3vit.sim.train tiny --tasks semseg --out-dir $(TRAIN_DIR)_semseg $(TINY_RECIPE) $(TRAIN_ARGS)
-	$(PY) -m m3vit.sim.train tiny --tasks depth --out-dir $(TRAIN_DIR)_depth $(TINY_RECIPE) $(TRAIN_ARGS)
-	$(PY) -m m3vit.sim.metrics --checkpoint $(TRAIN_DIR)_semseg/model.safetensors --json $(TRAIN_DIR)_semseg/eval.json
-	$(PY) -m m3vit.sim.metrics --checkpoint $(TRAIN_DIR)_depth/model.safetensors --json $(TRAIN_DIR)_depth/eval.json
-	$(PY) -c 'import json, sys; from m3vit.sim.metrics import load_baselines; \
+	$(PY) -m m3vit.train.train tiny --tasks semseg --out-dir $(TRAIN_DIR)_semseg $(TINY_RECIPE) $(TRAIN_ARGS)
+	$(PY) -m m3vit.train.train tiny --tasks depth --out-dir $(TRAIN_DIR)_depth $(TINY_RECIPE) $(TRAIN_ARGS)
+	$(PY) -m m3vit.train.predict --checkpoint $(TRAIN_DIR)_semseg/model.safetensors --json $(TRAIN_DIR)_semseg/eval.json
+	$(PY) -m m3vit.train.predict --checkpoint $(TRAIN_DIR)_depth/model.safetensors --json $(TRAIN_DIR)_depth/eval.json
+	$(PY) -c 'import json, sys; from m3vit.train.metrics import load_baselines; \
 		print(json.dumps(load_baselines(sys.argv[1:]), indent=2))' \
 		$(TRAIN_DIR)_semseg/eval.json $(TRAIN_DIR)_depth/eval.json > models/tiny_single_task.json
 
 # Float vs fixed-point (golden model) vs trivial task metrics of the shipped checkpoint, on the held-out split
 # (with Δm against models/tiny_single_task.json when it exists).
 accuracy: install
-	$(PY) -m m3vit.sim.accuracy --checkpoint $(TINY_CKPT) --json models/tiny_accuracy.json \
+	$(PY) -m m3vit.train.accuracy --checkpoint $(TINY_CKPT) --json models/tiny_accuracy.json \
 		--md models/tiny_accuracy.md --check $(if $(wildcard models/tiny_single_task.json),--baseline models/tiny_single_task.json)
 
 # timm equivalence checks; they skip unless timm (and a torchvision matching torch 2.13) is installed.

@@ -46,6 +46,7 @@ from m3vit.codegen.layout import (
     scratch_layout,
     unpack_tokens,
 )
+from m3vit.sim.inputs import random_quantized_image
 
 CACHE_DIR = Path(os.environ.get("M3VIT_CSIM_CACHE", BUILD_ROOT / "csim_cache"))
 """Compiled libraries and testbenches, one folder per source/flag hash (override: $M3VIT_CSIM_CACHE)."""
@@ -416,15 +417,6 @@ def random_model(cfg: DesignConfig, seed: int = 0):
     return quantize_state_dict(cfg, build_reference(cfg, seed).state_dict())
 
 
-def random_image(cfg: DesignConfig, seed: int = 0) -> np.ndarray:
-    """A normalised random image quantised to the input format, [C, H, W] int64."""
-    from m3vit.sim.fixedpoint import quantize_float
-
-    m = cfg.model
-    rng = np.random.default_rng(seed)
-    return quantize_float(rng.standard_normal((m.in_channels, *m.image_size)), cfg.numerics.input)
-
-
 # ------------------------------------------------------------------------------------ benchmark
 def bench_csim(
     configs: tuple[str, ...] = ("tiny", "m3vit_small_pascal"), task: int = 0, rounds: int = 3
@@ -449,7 +441,7 @@ def bench_csim(
             qmodel = random_model(cfg, 0)
             packed = pack_weights(cfg, qmodel)
             golden = GoldenModel(cfg, qmodel)
-            image = random_image(cfg, 0)
+            image = random_quantized_image(cfg, 0)
             n = rounds if cfg.model.num_tokens < 100 else 1
             lib.set_weights(packed)
             csim_t, gold_t = [], []
@@ -478,7 +470,7 @@ def bench_csim(
 
 
 bench = bench_csim
-"""``make bench`` entry point (m3vit.sim.bench looks for ``m3vit.sim.csim.bench``)."""
+"""``make bench`` entry point (m3vit.explore.bench looks for ``m3vit.sim.csim.bench``)."""
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -519,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     qmodel = random_model(cfg, args.seed)
     packed = pack_weights(cfg, qmodel)
     golden = GoldenModel(cfg, qmodel)
-    image = random_image(cfg, args.seed)
+    image = random_quantized_image(cfg, args.seed)
     failures, cases = 0, []
     for task in tqdm(cfg.model.task_names, desc="tasks", leave=False):
         g = golden.run(image, task)
@@ -554,7 +546,6 @@ __all__ = [
     "build_csim",
     "build_testbench",
     "compare_taps",
-    "random_image",
     "random_model",
     "run_testbench",
     "write_testbench_data",

@@ -16,13 +16,15 @@ if not os.environ.get("M3VIT_BUILD_ROOT"):
 
 import functools
 
-import numpy as np
 import pytest
 from hypothesis import settings
 
 from m3vit.codegen.config import DesignConfig, load_config, parse_config
 from m3vit.sim.quantize import QuantizedModel, quantize_state_dict
 from m3vit.sim.reference import build_reference
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The source checkout the tests run in (tests may read its files; package code never does)."""
 
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.load_profile("repeatable")  # the same examples on every run and machine (no .hypothesis/ state)
@@ -58,11 +60,6 @@ def quantized(cfg: DesignConfig, seed: int = 0) -> QuantizedModel:
 
 def reference(cfg: DesignConfig, seed: int = 0):
     return reference_and_qmodel(cfg.model_dump_json(), seed)[0]
-
-
-def random_image(cfg: DesignConfig, seed: int = 1, scale: float = 1.0) -> np.ndarray:
-    m = cfg.model
-    return np.random.default_rng(seed).normal(0.0, scale, (m.in_channels, *m.image_size))
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from m3vit import REPO_ROOT
 from m3vit.codegen.config import load_config
-from m3vit.sim.accuracy import build_report, fixed_check, markdown
-from m3vit.sim.checkpoint import load_checkpoint, load_model
-from m3vit.sim.data import SyntheticScenes
-from m3vit.sim.predict import FixedPointPredictor, FloatPredictor
+from m3vit.train.accuracy import build_report, fixed_check, markdown
+from m3vit.train.checkpoint import load_checkpoint, load_model
+from m3vit.train.data import SyntheticScenes
+from m3vit.train.predict import FixedPointPredictor, FloatPredictor
+from tests.conftest import REPO_ROOT
 
 CKPT = REPO_ROOT / "models" / "tiny.safetensors"
 REPORT = REPO_ROOT / "models" / "tiny_accuracy.json"

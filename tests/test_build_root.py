@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from m3vit import BUILD_ROOT, REPO_ROOT, build_dir
+from m3vit import BUILD_ROOT, build_dir
 from m3vit.sim.csim import CACHE_DIR
+from tests.conftest import REPO_ROOT
 
 PROBE = (
     "import json, m3vit; from m3vit.sim import csim; "
@@ -42,7 +43,7 @@ def test_build_root_follows_the_environment(tmp_path: Path) -> None:
     got = _probe(str(out), REPO_ROOT)
     assert got == {"root": out.resolve(), "tiny": out.resolve() / "tiny", "cache": out.resolve() / "csim_cache"}
     assert _probe("rel/out", tmp_path)["root"] == (tmp_path / "rel" / "out").resolve()  # from the cwd
-    default = REPO_ROOT / "build"
+    default = tmp_path / "build"  # ./build of the current directory
     for unset in (None, ""):
         assert _probe(unset, tmp_path) == {"root": default, "tiny": default / "tiny", "cache": default / "csim_cache"}
 
@@ -54,7 +55,7 @@ def test_train_default_out_dir_is_under_build_root(tmp_path: Path) -> None:
     env = {**os.environ, "M3VIT_BUILD_ROOT": str(root)}
     args = ["tiny", "--steps", "1", "--batch-size", "8", "--train-size", "16", "--no-eval", "--no-progress",
             "--threads", "1"]
-    proc = subprocess.run([sys.executable, "-m", "m3vit.sim.train", *args], env=env, cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "m3vit.train.train", *args], env=env, cwd=cwd,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (root / "train" / "tiny" / "model.safetensors").is_file()

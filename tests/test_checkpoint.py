@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from m3vit.codegen.config import load_config, with_overrides
-from m3vit.sim.checkpoint import (
+from m3vit.sim.reference import M3ViT, build_reference
+from m3vit.train.checkpoint import (
     CheckpointError,
     convert_state_dict,
     import_weights,
@@ -25,7 +26,6 @@ from m3vit.sim.checkpoint import (
     save_model,
     save_train_state,
 )
-from m3vit.sim.reference import M3ViT, build_reference
 
 
 @pytest.fixture(scope="module")

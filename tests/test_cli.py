@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from m3vit.host.cli import main
+from m3vit.cli import main
 
 
 def test_check_prints_derived_sizes(capsys: pytest.CaptureFixture[str]) -> None:

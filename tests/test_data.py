@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from m3vit.codegen.config import load_config, with_overrides
-from m3vit.sim.data import (
+from m3vit.train.data import (
     NYUDMT,
     PascalContextMT,
     SyntheticScenes,
@@ -19,7 +19,7 @@ from m3vit.sim.data import (
     make_scene,
     normals_from_depth,
 )
-from m3vit.sim.tasks import IGNORE_INDEX, TaskKind, check_task, task_kind
+from m3vit.train.tasks import IGNORE_INDEX, TaskKind, check_task, task_kind
 
 from .conftest import micro_config
 

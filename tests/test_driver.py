@@ -12,8 +12,9 @@ from m3vit.host.driver import Accelerator, AcceleratorTimeoutError
 from m3vit.host.twin import TwinBuffer
 from m3vit.host.weights import WeightsError, load_weights, pack_model
 from m3vit.sim.golden import GoldenModel
+from m3vit.sim.inputs import random_image
 from m3vit.sim.quantize import quantize_state_dict
-from tests.conftest import random_image, reference
+from tests.conftest import reference
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Design-space exploration (m3vit.sim.dse): designs fit the board by the model's own estimate."""
+"""Design-space exploration (m3vit.explore.dse): designs fit the board by the model's own estimate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from m3vit.codegen import perf
 from m3vit.codegen.config import BOARDS, load_config
-from m3vit.sim import dse
+from m3vit.explore import dse
 from tests.test_perf import A8
 
 

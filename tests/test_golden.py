@@ -16,8 +16,9 @@ import torch
 from m3vit.codegen.config import DesignConfig, load_config, with_overrides
 from m3vit.sim.fixedpoint import SaturationLog
 from m3vit.sim.golden import GoldenModel
+from m3vit.sim.inputs import random_image
 from m3vit.sim.quantize import QuantizedModel
-from tests.conftest import micro_config, quantized, random_image, reference
+from tests.conftest import micro_config, quantized, reference
 from tests.spec_oracle import SpecOracle
 
 REDUCED = {

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3vit import REPO_ROOT
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
 from m3vit.codegen.hls import (
     KERNEL_HEADERS,
@@ -40,13 +39,14 @@ from m3vit.sim.csim import (
     build_csim,
     build_testbench,
     compare_taps,
-    random_image,
     random_model,
     run_testbench,
     write_testbench_data,
 )
 from m3vit.sim.golden import GoldenModel, GoldenResult
+from m3vit.sim.inputs import random_quantized_image
 from m3vit.sim.quantize import QuantizedModel
+from tests.conftest import REPO_ROOT
 
 REDUCED = {"model.image_size": [32, 64], "model.depth": 2, "model.moe_blocks": [1]}
 ODD_TILES = {  # partial token tiles and key blocks, padded MAC tiles, hidden widths not multiples of mac_in
@@ -110,7 +110,7 @@ def designs(tmp_path_factory):
             lib = build_csim(project, cfg=cfg)
             q = random_model(cfg, seed)
             cache[key] = Design(
-                cfg, project, lib, q, pack_weights(cfg, q), GoldenModel(cfg, q), random_image(cfg, seed)
+                cfg, project, lib, q, pack_weights(cfg, q), GoldenModel(cfg, q), random_quantized_image(cfg, seed)
             )
         return cache[key]
 
@@ -327,7 +327,7 @@ def test_generated_project_is_relocatable(tmp_path) -> None:
     shutil.move(first, moved)
     shutil.rmtree(tmp_path / "first")
     q = random_model(cfg, 0)
-    image = random_image(cfg, 0)
+    image = random_quantized_image(cfg, 0)
     write_testbench_data(moved, cfg, pack_weights(cfg, q), [("t0", 0, image, GoldenModel(cfg, q).run(image, 0))])
 
     # Vitis C simulation from hls_config.cfg: it adds only its own ap_types headers
@@ -409,7 +409,7 @@ def test_make_hls_without_vitis(tmp_path) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if "vitis" in ln]
     assert len(lines) == 1 and "vitis-run" in lines[0] and "vitis_hls" in lines[0]
     proc = subprocess.run(
-        [sys.executable, "-m", "m3vit.codegen.hls", "tiny", "-o", str(tmp_path / "p2"), "--run"],
+        [sys.executable, "-m", "m3vit.codegen.project", "tiny", "-o", str(tmp_path / "p2"), "--run"],
         capture_output=True,
         text=True,
         env=env,
@@ -447,7 +447,7 @@ def test_ping_pong_schedule(designs) -> None:
 def test_tiny_several_images_and_task_switch(designs) -> None:
     """num_images > 1 in one call, and switching the task register between calls reloads nothing."""
     d = designs("tiny")
-    images = np.stack([d.image, random_image(d.cfg, 7), random_image(d.cfg, 8)])
+    images = np.stack([d.image, random_quantized_image(d.cfg, 7), random_quantized_image(d.cfg, 8)])
     d.lib.set_weights(d.packed)
     for task in [1, 0, 1]:
         res = d.lib.run(None, images, task)
@@ -481,7 +481,7 @@ def test_top_on_host_buffers(designs) -> None:
     sl = scratch_layout(d.cfg)
     scratch = np.zeros(sl.total_bytes, np.uint8)
     out = np.zeros(2 * sl.token_bytes, np.uint8)
-    images = np.stack([d.image, random_image(d.cfg, 9)])
+    images = np.stack([d.image, random_quantized_image(d.cfg, 9)])
     d.lib.top(2, 1, 0, depth, d.packed, scratch, pack_images(d.cfg, images), out)
     tokens = unpack_tokens(d.cfg, out, 2)
     for img, got in zip(images, tokens, strict=True):

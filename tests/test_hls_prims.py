@@ -21,12 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m3vit import REPO_ROOT
 from m3vit.codegen.config import load_config
 from m3vit.codegen.numerics import constants
 from m3vit.sim import fixedpoint as fp
 from m3vit.sim.csim import CACHE_DIR, CXX, ap_types_dir
 from tests import spec_oracle as oracle
+from tests.conftest import REPO_ROOT
 
 CFG = load_config("tiny")
 K = constants(CFG)

@@ -10,20 +10,19 @@ import pytest
 import torch
 
 from m3vit.codegen.config import TaskSpec, load_config
-from m3vit.sim.checkpoint import save_model
-from m3vit.sim.data import SyntheticScenes
-from m3vit.sim.metrics import (
+from m3vit.sim.reference import build_reference
+from m3vit.train.checkpoint import save_model
+from m3vit.train.data import SyntheticScenes
+from m3vit.train.metrics import (
     DepthMeter,
     EdgeMeter,
     NormalsMeter,
     SaliencyMeter,
     SegmentationMeter,
     delta_m,
-    eval_main,
     make_meter,
 )
-from m3vit.sim.predict import TrivialPredictor, evaluate
-from m3vit.sim.reference import build_reference
+from m3vit.train.predict import TrivialPredictor, eval_main, evaluate
 
 
 def test_miou_by_hand() -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import nbformat
 from nbclient import NotebookClient
 
-from m3vit import REPO_ROOT
 from m3vit.codegen.config import load_config
 from m3vit.host.weights import pack_model
-from tests.conftest import reference
+from tests.conftest import REPO_ROOT, reference
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m3vit_zcu104.ipynb"
 

@@ -236,8 +236,8 @@ def test_parse_and_compare_csynth(tmp_path: Path, tiny) -> None:
 # ------------------------------------------------------------------------------------ the RTL MoE unit
 def _rtl_or_skip(config: str, profile: str, knobs: dict[str, int], **kw):
     pytest.importorskip("cocotb_tools")
-    from m3vit.sim.bench_perf import rtl_vs_model
-    from m3vit.sim.cocotb_runner import prepare_simulator
+    from m3vit.explore.bench_perf import rtl_vs_model
+    from m3vit.sim.rtl.runner import prepare_simulator
 
     reason = prepare_simulator("verilator")
     if reason:
@@ -265,7 +265,7 @@ def test_moe_unit_model_matches_rtl_fast() -> None:
 def test_moe_unit_model_matches_rtl_late_tokens_and_many_waves() -> None:
     """128 tokens on tiny: the token rows go after the first expert's b2/w2 (fc1 waves take only the tokens
     whose rows are in) and an 8-vector ring splits each expert into several waves."""
-    from m3vit.sim.bench_perf import RTL_VARIANTS
+    from m3vit.explore.bench_perf import RTL_VARIANTS
 
     config, profile, knobs = RTL_VARIANTS["tiny 16x16 axi128 T128 ring8"]
     cases = _rtl_or_skip(config, profile, knobs, seed=14, rand=2, edge=False)
@@ -279,7 +279,7 @@ def test_moe_unit_model_matches_rtl_late_tokens_and_many_waves() -> None:
                                      "tiny 32x32 axi256 zcu104", "cityscapes 32x32 axi128 zcu104"])
 def test_moe_unit_model_matches_rtl_sizes(variant: str) -> None:
     """Other array sizes, bus widths, a congested memory (long latency, half bandwidth) and model routings."""
-    from m3vit.sim.bench_perf import RTL_VARIANTS
+    from m3vit.explore.bench_perf import RTL_VARIANTS
 
     config, profile, knobs = RTL_VARIANTS[variant]
     cases = _rtl_or_skip(config, profile, knobs, seed=13, real=1 if config == "vit_tiny_cityscapes" else 0)

@@ -9,8 +9,8 @@ import pytest
 pynq = pytest.importorskip("pynq", reason="pynq is not installed")
 
 from m3vit.codegen.hls import register_map  # noqa: E402
-from m3vit.host.driver import RegisterMap  # noqa: E402
 from m3vit.host.pynq_device import VLNV, M3ViTIP, check_hwh_registers, open_overlay  # noqa: E402
+from m3vit.host.registers import RegisterMap  # noqa: E402
 
 
 def test_driver_is_bound_to_the_generated_ip() -> None:
@@ -46,7 +46,7 @@ def test_board_side_imports_without_torch() -> None:
 
     code = ("import sys; sys.modules['torch'] = None; sys.modules['safetensors'] = None; "
             "import m3vit.host.driver, m3vit.host.weights, m3vit.host.heads, m3vit.host.pynq_device; "
-            "from m3vit.host.cli import sample_images; from m3vit.codegen.config import load_config; "
+            "from m3vit.demo import sample_images; from m3vit.codegen.config import load_config; "
             "print(sample_images(load_config('tiny'), 1).shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(1, 3, 32, 32)"

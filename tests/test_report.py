@@ -1,4 +1,4 @@
-"""The performance report (m3vit.sim.report) renders: HTML, markdown and valid PNG plots."""
+"""The performance report (m3vit.explore.report) renders: HTML, markdown and valid PNG plots."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from m3vit.codegen.config import load_config, with_overrides
-from m3vit.sim import report
+from m3vit.explore import report
 
 pytest.importorskip("matplotlib")
 

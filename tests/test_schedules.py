@@ -1,4 +1,4 @@
-"""MoE schedules replayed on real routings (m3vit.sim.schedules): traffic computed two ways, latency, caching."""
+"""MoE schedules replayed on real routings (m3vit.explore.schedules): traffic computed two ways, latency, caching."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from m3vit.codegen import perf
 from m3vit.codegen.config import load_config, with_overrides
-from m3vit.sim import schedules as sch
+from m3vit.explore import schedules as sch
 
 CACHES = (1, 2, 3, 4, 8, 16)
 

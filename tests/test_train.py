@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from m3vit.sim.checkpoint import load_checkpoint, load_model
 from m3vit.sim.quantize import quantize_state_dict
 from m3vit.sim.reference import M3ViT
-from m3vit.sim.train import (
+from m3vit.train.checkpoint import load_checkpoint, load_model
+from m3vit.train.train import (
     MultiTaskLoss,
     TrainOptions,
     batch_indices,
@@ -127,7 +127,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
             "--log-every", "1", "--optimizer", "adamw", "--lr", "2e-3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-           "-m", "m3vit.sim.train", "tiny", "--out-dir", str(tmp_path / "ddp"), *args]
+           "-m", "m3vit.train.train", "tiny", "--out-dir", str(tmp_path / "ddp"), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["tiny", "--out-dir", str(tmp_path / "one"), *args]) == 0

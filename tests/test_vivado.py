@@ -7,8 +7,8 @@ import re
 import pytest
 
 from m3vit.codegen.config import BOARDS, load_config, with_overrides
+from m3vit.codegen.project import generate
 from m3vit.codegen.vivado import assign_hp_ports, render_bitstream_tcl
-from m3vit.host.cli import generate
 
 BUNDLES = ["gmem_w", "gmem_s", "gmem_i", "gmem_o"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from m3vit.codegen.config import load_config
 from m3vit.codegen.rtl import RtlKnobs
-from m3vit.sim.cocotb_runner import SimBuild, build_moe_unit, prepare_simulator
+from m3vit.sim.rtl.runner import SimBuild, build_moe_unit, prepare_simulator
 
 
 @pytest.fixture(scope="session")

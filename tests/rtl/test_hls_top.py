@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from m3vit import REPO_ROOT, build_dir
-from m3vit.sim.cocotb_runner import TB_DIR, prepare_simulator
+from m3vit import build_dir
+from m3vit.sim.rtl.runner import prepare_simulator
+from tests.conftest import REPO_ROOT
 
 
 def find_hls_export() -> tuple[Path | None, str]:
@@ -89,8 +89,6 @@ def test_hls_exported_top() -> None:
     regs = parse_control_regs(ctrl.read_text())
     work = build_dir("hls_cocotb", top)
     work.mkdir(parents=True, exist_ok=True)
-    if str(TB_DIR) not in sys.path:
-        sys.path.insert(0, str(TB_DIR))
     runner = get_runner(sim)
     args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] if sim == "verilator" else ["-g2012"]
     runner.build(
@@ -103,7 +101,7 @@ def test_hls_exported_top() -> None:
     )
     results = work / "results.json"
     runner.test(
-        test_module="hls_top_tb",
+        test_module="m3vit.sim.rtl.hls_top_tb",
         hdl_toplevel=top,
         hdl_toplevel_lang="verilog",
         build_dir=work / sim,

@@ -22,12 +22,13 @@ from m3vit.codegen.rtl import (
     moe_layout,
     pack_experts,
     pack_queues,
-    pack_tokens,
+    pack_token_rows,
     render_moe_unit,
     unpack_out,
     used_expert_weight_bytes,
 )
-from m3vit.sim.cocotb_runner import (
+from m3vit.sim.golden import Routing
+from m3vit.sim.rtl.runner import (
     PROFILES,
     CaseSet,
     SimulationFailedError,
@@ -38,8 +39,7 @@ from m3vit.sim.cocotb_runner import (
     run_moe_bench,
     summarize,
 )
-from m3vit.sim.cocotb_runner import Case as MoeCase
-from m3vit.sim.golden import Routing
+from m3vit.sim.rtl.runner import Case as MoeCase
 
 
 def _check(results: dict, layout: dict) -> dict:
@@ -51,8 +51,9 @@ def _check(results: dict, layout: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------- layout
 def test_register_map_follows_vitis_rules() -> None:
-    regs = {r["name"]: r for r in moe_layout(load_config("tiny"))["registers"]}
-    assert [regs[n]["offset"] for n in ("ctrl", "gie", "ier", "isr")] == [0x00, 0x04, 0x08, 0x0C]
+    regmap = moe_layout(load_config("tiny"))["registers"]
+    regs = {**regmap["control"], **{a["name"]: a for a in regmap["args"]}}
+    assert [regs[n]["offset"] for n in ("ap_ctrl", "gie", "ier", "isr")] == [0x00, 0x04, 0x08, 0x0C]
     assert regs["num_tokens"]["offset"] == 0x10  # 32-bit scalar: 8 bytes
     assert [regs[p]["offset"] for p in ("x", "queues", "weights", "out")] == [
         0x18,
@@ -60,8 +61,8 @@ def test_register_map_follows_vitis_rules() -> None:
         0x30,
         0x3C,
     ]  # 12 each
-    assert regs["busy_cycles"]["offset"] == 0x48 and regs["busy_cycles"]["access"] == "r"
-    assert regs["ctrl"]["bits"] == {
+    assert regs["busy_cycles"]["offset"] == 0x48 and regs["busy_cycles"]["output"]
+    assert regs["ap_ctrl"]["bits"] == {
         "ap_start": 0,
         "ap_done": 1,
         "ap_idle": 2,
@@ -104,7 +105,7 @@ def test_layout_regions_are_bus_aligned_and_packers_round_trip() -> None:
     b1_off = field["b1"]["offset"] + ex["stride_bytes"] * 3
     assert int.from_bytes(blob[b1_off : b1_off + 4], "little", signed=True) == b1[3, 0]
     x = random_tokens(cfg, rng, 5)
-    assert pack_tokens(lay, x) == x.astype("<i2").tobytes()
+    assert pack_token_rows(lay, x) == x.astype("<i2").tobytes()
     assert np.array_equal(unpack_out(lay, x.astype("<i2").tobytes(), 5), x)
     experts, gates = np.array([[1, 2], [2, 0]]), np.array([[100, 32768], [7, 9]])
     r = Routing(experts=experts, gates=gates, logits=np.zeros((2, e)))

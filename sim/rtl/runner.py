@@ -8,34 +8,34 @@
 * :func:`build_cases` makes the checked cases: routings of the real (reference) model when
   ``m3vit.sim.reference`` is importable, random routings, and the routing edge cases; the expected output
   of each is the golden model's ``moe_expert_by_expert``.
-* :func:`run_moe_bench` writes a scenario file, runs ``tests/rtl/moe_unit_tb.py`` and returns its results.
+* :func:`run_moe_bench` writes a scenario file, runs the testbench :mod:`m3vit.sim.rtl.moe_unit_tb` and
+  returns its results.
 
-``python -m m3vit.sim.cocotb_runner --config tiny`` writes ``build/<name>/rtl_report.json`` (see
-``m3vit.sim.rtl_report``) and prints it; ``make cocotb`` runs it.
+``python -m m3vit.explore.rtl_report --config tiny`` builds the report of these runs
+(``build/<name>/rtl_report.json``); ``make cocotb`` runs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from m3vit import REPO_ROOT, build_dir
-from m3vit.codegen.config import DesignConfig, load_config
+from m3vit import build_dir
+from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.rtl import DEFAULT_KNOBS, GeneratedRtl, RtlKnobs, generate_moe_unit
 from m3vit.sim.fixedpoint import SaturationLog
 from m3vit.sim.golden import GoldenModel, Routing
 from m3vit.sim.quantize import QExperts
 
-TB_DIR = REPO_ROOT / "tests" / "rtl"
+TESTBENCH = "m3vit.sim.rtl.moe_unit_tb"
+"""The cocotb testbench module of the MoE unit (imported by name inside the simulator)."""
 SIMULATORS = ("verilator", "icarus")
 VERILATOR_ARGS = (
     "-Wno-fatal",
@@ -409,14 +409,12 @@ def run_moe_bench(
     )
     results.unlink(missing_ok=True)
     write_scenario(scenario, build, cases, memory)
-    if str(TB_DIR) not in sys.path:
-        sys.path.insert(0, str(TB_DIR))  # the runner passes sys.path to the simulator as PYTHONPATH
     runner = get_runner(build.sim)
     env = {"M3VIT_TB_SCENARIO": str(scenario), "M3VIT_TB_RESULTS": str(results)}
     failed = None
     try:
         runner.test(
-            test_module="moe_unit_tb",
+            test_module=TESTBENCH,
             hdl_toplevel=build.rtl.top,
             hdl_toplevel_lang="verilog",
             build_dir=build.build_dir,
@@ -487,35 +485,6 @@ def summarize(results: dict[str, Any], layout: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m m3vit.sim.cocotb_runner``: run the RTL benches for a config and write the JSON report."""
-    from m3vit.sim.rtl_report import build_report
-
-    ap = argparse.ArgumentParser(prog="python -m m3vit.sim.cocotb_runner", description=main.__doc__)
-    ap.add_argument(
-        "--config",
-        default=os.environ.get("CONFIG", "configs/tiny.yaml"),
-        help="config file or preset name (default: $CONFIG or configs/tiny.yaml)",
-    )
-    ap.add_argument("--sim", default="verilator", choices=SIMULATORS)
-    ap.add_argument(
-        "--out", type=Path, default=None, help="report path (default build/<name>/rtl_report.json)"
-    )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-synth", action="store_true", help="skip the yosys resource estimate")
-    ap.add_argument("--quick", action="store_true", help="fewer cases (smoke run)")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config)
-    report = build_report(cfg, sim=args.sim, seed=args.seed, synth=not args.no_synth, quick=args.quick)
-    out = args.out or (build_dir(cfg.name, "rtl_report.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
-    ok = report["correctness"]["all_checks_passed"]
-    return 0 if ok else 1
-
-
 __all__ = [
     "PROFILES",
     "Case",
@@ -534,6 +503,3 @@ __all__ = [
     "run_moe_bench",
     "summarize",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())

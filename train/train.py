@@ -1,8 +1,8 @@
-"""Multi-task M³ViT training: ``m3vit train CONFIG`` / ``python -m m3vit.sim.train CONFIG``.
+"""Multi-task M³ViT training: ``m3vit train CONFIG`` / ``python -m m3vit.train.train CONFIG``.
 
 Each step runs the backbone once per task on the same images (multi-gate: task t's routers; the experts
 are shared) and minimises Σ_t w_t · L_t + the load-balancing loss (0.01 · Σ_MoE layers cv²(importance) +
-cv²(load), per task pass). Losses per task kind come from :mod:`m3vit.sim.tasks`.
+cv²(load), per task pass). Losses per task kind come from :mod:`m3vit.train.tasks`.
 
 * SGD (momentum 0.9) with the poly schedule lr·(1 − step/steps)^0.9 by default, AdamW as an option,
   optional linear warm-up; no weight decay on norms, biases and embeddings.
@@ -12,7 +12,7 @@ cv²(load), per task pass). Losses per task kind come from :mod:`m3vit.sim.tasks
   ``train_state.safetensors`` (optimizer, step, RNG); ``--resume`` continues from them exactly.
 * Multi-process data parallel with ``torch.distributed`` (gloo on CPU) when launched by torchrun::
 
-      python -m torch.distributed.run --standalone --nproc_per_node 2 -m m3vit.sim.train tiny
+      python -m torch.distributed.run --standalone --nproc_per_node 2 -m m3vit.train.train tiny
 
   ``--batch-size`` is the *global* batch: each of the W processes takes its 1/W slice of the same
   global batch, and DDP averages the gradients, so W processes follow the 1-process run (up to the
@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from m3vit import build_dir
 from m3vit.codegen.config import ConfigError, DesignConfig, FixedFormat, load_config, with_overrides
-from m3vit.sim.data import DATASETS, build_dataset, get_batch
 from m3vit.sim.reference import BALANCE_LOSS_WEIGHT, ExpertLinear, M3ViT, Router, TaskHead
-from m3vit.sim.tasks import TaskKind, check_task, task_loss
+from m3vit.train.data import DATASETS, build_dataset, get_batch
+from m3vit.train.tasks import TaskKind, check_task, task_loss
 
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.05}
@@ -233,7 +233,7 @@ def train(opts: TrainOptions) -> TrainResult:
     """Train (or resume) a model as ``opts`` says; returns the loss log and the held-out metrics."""
     from tqdm import tqdm
 
-    from m3vit.sim.checkpoint import (
+    from m3vit.train.checkpoint import (
         import_weights,
         load_into,
         load_train_state,
@@ -241,7 +241,7 @@ def train(opts: TrainOptions) -> TrainResult:
         save_model,
         save_train_state,
     )
-    from m3vit.sim.predict import FloatPredictor, evaluate
+    from m3vit.train.predict import FloatPredictor, evaluate
 
     rank, world = _dist_env()
     threads, rng = torch.get_num_threads(), torch.get_rng_state()  # restored for in-process callers
@@ -431,7 +431,7 @@ def options_from_args(argv: Sequence[str] | None = None) -> TrainOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``m3vit train``: train, print the held-out metrics; returns an exit code (2 on a user error)."""
-    from m3vit.sim.checkpoint import CheckpointError
+    from m3vit.train.checkpoint import CheckpointError
 
     try:
         opts = options_from_args(argv)

@@ -9,7 +9,7 @@ on-chip memory) and the best design (lowest latency; ties → fewer DSPs, less m
 Numeric formats change accuracy, so a format set other than the config's own is only eligible with a
 measured accuracy proxy (cosine of the golden model vs the float reference, ``min_cosine``, default 0.99).
 The library takes those measurements as an argument; ``main`` (``m3vit dse``) obtains them from
-:mod:`m3vit.sim.schedules`, importing it lazily at run time (the measurement needs the golden model).
+:mod:`m3vit.explore.schedules`, importing it lazily at run time (the measurement needs the golden model).
 
     m3vit dse m3vit_small_pascal --board zcu104 -o build/m3vit_small_pascal_dse.yaml
 """
@@ -192,7 +192,7 @@ def write_config(d: Design, path: str | Path, name: str | None = None) -> Path:
     data = cfg.model_dump(mode="json")
     cos = "not measured" if d.cosine is None else f"{d.cosine:.4f}"
     header = (
-        f"# Written by `m3vit dse` (m3vit.sim.dse): the lowest-latency design within "
+        f"# Written by `m3vit dse` (m3vit.explore.dse): the lowest-latency design within "
         f"{perf.ARCH.util_limit:.0%} of every {d.cfg.hardware.board} resource.\n"
         f"# Modeled (m3vit.codegen.perf, balanced routing): {d.latency_ms:.2f} ms per image and task at "
         f"{d.cfg.hardware.clock_mhz:g} MHz; DSP floor {d.floor_ms:.2f} ms ({d.floor_ratio:.1%});\n"
@@ -219,8 +219,8 @@ def format_front(res: DseResult, objective: str = "dsp", limit: int = 12) -> str
 def format_study(cfg: DesignConfig, progress: bool = True) -> tuple[dict[str, dict], dict[str, float]]:
     """Candidate 8-bit activation formats calibrated on the float reference, with their accuracy proxies.
 
-    Runs the PyTorch reference and the golden model at reduced image size (m3vit.sim.schedules)."""
-    from m3vit.sim import schedules  # imported here: only the format study needs the golden model
+    Runs the PyTorch reference and the golden model at reduced image size (m3vit.explore.schedules)."""
+    from m3vit.explore import schedules  # imported here: only the format study needs the golden model
 
     small = with_overrides(cfg, **schedules._reduced_size(cfg))
     ranges = schedules.activation_ranges(small)

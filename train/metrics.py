@@ -1,6 +1,6 @@
 """Dense-prediction task metrics, Δm against single-task baselines, and the ``eval`` command.
 
-One meter per task kind (:func:`make_meter`); feed it predictions from :func:`m3vit.sim.tasks.predict`
+One meter per task kind (:func:`make_meter`); feed it predictions from :func:`m3vit.train.tasks.predict`
 and targets in the kind's layout, batch by batch, then ``compute()``:
 
 * segmentation — ``mIoU`` (%, mean over classes present in prediction or target) and ``pixel_acc`` (%),
@@ -17,9 +17,7 @@ and targets in the kind's layout, batch by batch, then ``compute()``:
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from m3vit.codegen.config import TaskSpec
-from m3vit.sim.tasks import HIGHER_IS_BETTER, IGNORE_INDEX, PRIMARY_METRIC, TaskKind, check_task
+from m3vit.train.tasks import HIGHER_IS_BETTER, IGNORE_INDEX, PRIMARY_METRIC, TaskKind, check_task, task_kind
 
 THRESHOLDS = np.round(np.linspace(0.01, 0.99, 99), 2)
 """Thresholds of the saliency max-F and the edge ODS F-score."""
@@ -200,8 +198,6 @@ def make_meter(task: TaskSpec, edge_tolerance: int = 1) -> Meter:
 
 def primary(task: TaskSpec | str, metrics: Mapping[str, float]) -> tuple[str, float]:
     """(name, value) of the task's primary metric from its metric dictionary."""
-    from m3vit.sim.tasks import task_kind
-
     name = PRIMARY_METRIC[task_kind(task)]
     return name, float(metrics[name])
 
@@ -234,62 +230,6 @@ def load_baselines(paths: Sequence[str | Path]) -> dict[str, dict[str, float]]:
     return out
 
 
-# ------------------------------------------------------------------------------------------ eval CLI
-def build_eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="m3vit eval",
-        description="Task metrics of a checkpoint on a held-out split (float, fixed-point golden model, or both).",
-    )
-    p.add_argument("config", nargs="?", default=None,
-                   help="config file or preset (default: the one stored in the checkpoint)")
-    p.add_argument("--checkpoint", "-c", required=True, help="model weights (.safetensors, or a weights-only .pt)")
-    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "pascal", "nyud"])
-    p.add_argument("--data-root", default=None, help="dataset folder (pascal / nyud)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--size", type=int, default=None, help="synthetic split size (default: the split's default)")
-    p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--fixed", action="store_true", help="also evaluate the bit-accurate fixed-point golden model")
-    p.add_argument("--baseline", action="append", default=[], metavar="JSON",
-                   help="single-task baseline metrics for Δm: a JSON {task: {metric: value}} or an eval --json "
-                   "output (repeatable)")
-    p.add_argument("--json", default=None, help="write the metrics to this JSON file")
-    p.add_argument("--batch-size", type=int, default=64)
-    return p
-
-
-def eval_main(argv: Sequence[str] | None = None) -> int:
-    """``m3vit eval``: print (and optionally save) per-task metrics of a checkpoint; returns an exit code."""
-    from m3vit.codegen.config import ConfigError
-    from m3vit.sim.predict import evaluate_checkpoint
-
-    args = build_eval_parser().parse_args(argv)
-    try:
-        baselines = load_baselines(args.baseline)
-        report = evaluate_checkpoint(
-            args.checkpoint, config=args.config, dataset=args.dataset, data_root=args.data_root,
-            split=args.split, size=args.size, seed=args.seed, limit=args.limit, fixed=args.fixed,
-            batch_size=args.batch_size,
-        )
-    except (ConfigError, ValueError, KeyError, FileNotFoundError, ImportError) as err:
-        print(f"m3vit: error: {err}", file=sys.stderr)
-        return 2
-    for mode in ("float", "fixed"):
-        if mode not in report:
-            continue
-        for task, metrics in report[mode].items():
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-            print(f"{mode:5s} {task}: {shown}")
-        if baselines:
-            dm = delta_m(report[mode], baselines)
-            report.setdefault("delta_m", {})[mode] = dm
-            print(f"{mode:5s} Δm vs single-task baselines: {dm:+.2f} %")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
-
-
 __all__ = [
     "THRESHOLDS",
     "DepthMeter",
@@ -299,11 +239,7 @@ __all__ = [
     "SaliencyMeter",
     "SegmentationMeter",
     "delta_m",
-    "eval_main",
     "load_baselines",
     "make_meter",
     "primary",
 ]
-
-if __name__ == "__main__":
-    sys.exit(eval_main())

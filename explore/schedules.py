@@ -33,6 +33,7 @@ import numpy as np
 from m3vit import build_dir
 from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, with_overrides
+from m3vit.sim.inputs import random_image
 
 SCHEDULES = ("token_by_token", "all_on_chip", "lru", "expert_by_expert")
 DEFAULT_CACHE_EXPERTS = 2
@@ -50,9 +51,7 @@ def _golden_key(cfg: DesignConfig, extra: dict) -> str:
 
 def random_images(cfg: DesignConfig, images: int, image_seed: int) -> list[np.ndarray]:
     """``images`` normalised float images [C, H, W] ~ N(0, 1), image i from seed image_seed + i."""
-    m = cfg.model
-    return [np.random.default_rng(image_seed + i).normal(0.0, 1.0, (m.in_channels, *m.image_size))
-            for i in range(images)]
+    return [random_image(cfg, image_seed + i) for i in range(images)]
 
 
 @dataclass(frozen=True)

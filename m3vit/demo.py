@@ -16,16 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from m3vit import REPO_ROOT, build_dir
+from m3vit import build_dir, package_dir
 from m3vit.codegen.config import DesignConfig, load_config
 
-SHIPPED = {"tiny": REPO_ROOT / "models" / "tiny.safetensors"}
-"""Trained checkpoints shipped with the repository, by design name."""
+SHIPPED = {"tiny": package_dir("m3vit.models") / "tiny.safetensors"}
+"""Trained checkpoints shipped with m3vit, by design name."""
 
 
 def _shown(path: Path) -> Path:
-    """``path`` relative to the repository when inside it (BUILD_ROOT may be moved elsewhere)."""
-    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    """``path`` relative to the current directory when inside it (BUILD_ROOT may be moved elsewhere)."""
+    cwd = Path.cwd()
+    return path.relative_to(cwd) if path.is_relative_to(cwd) else path
+
+
+def sample_images(cfg: DesignConfig, n: int, seed: int = 0) -> np.ndarray:
+    """Deterministic sample images [n, C, H, W]: the synthetic multi-task scenes when available."""
+    try:  # the synthetic scenes need torch, which a board image may lack
+        from m3vit.train.data import SyntheticScenes
+
+        return SyntheticScenes(cfg, "test", size=n, seed=seed).images.numpy()
+    except (ImportError, ValueError):
+        pass
+    m = cfg.model
+    return np.random.default_rng(seed).normal(0, 1, (n, m.in_channels, *m.image_size)).astype(np.float32)
 
 
 def _float_model(cfg: DesignConfig, seed: int):
@@ -34,7 +47,7 @@ def _float_model(cfg: DesignConfig, seed: int):
     ref = build_reference(cfg, seed=seed)
     ckpt = SHIPPED.get(cfg.name)
     if ckpt is not None and ckpt.is_file():
-        from m3vit.sim.checkpoint import import_weights
+        from m3vit.train.checkpoint import import_weights
 
         import_weights(ref, ckpt)
         return ref.eval(), f"trained checkpoint {_shown(ckpt)}"
@@ -45,9 +58,9 @@ def _twin_metrics(cfg: DesignConfig, acc, ref, seed: int, count: int = 32) -> st
     """Primary task metrics of the twin's predictions and of the float model on held-out scenes."""
     import torch
 
-    from m3vit.sim.data import SyntheticScenes
-    from m3vit.sim.metrics import make_meter, primary
-    from m3vit.sim.tasks import predict, task_kind
+    from m3vit.train.data import SyntheticScenes
+    from m3vit.train.metrics import make_meter, primary
+    from m3vit.train.tasks import predict, task_kind
 
     data = SyntheticScenes(cfg, "test", size=count, seed=seed)
     parts = []
@@ -81,7 +94,7 @@ def _modeled_latency(cfg: DesignConfig) -> str:
 def run_demo(config: str | Path = "tiny", seed: int = 0, images: int = 2) -> int:
     """Run the demo; returns 0 when every check passed, 1 otherwise."""
     from m3vit.codegen.layout import pack_weights
-    from m3vit.host.cli import generate, sample_images
+    from m3vit.codegen.project import generate
     from m3vit.host.driver import Accelerator
     from m3vit.host.weights import pack_model
     from m3vit.sim.csim import build_csim, compare_taps

@@ -1,4 +1,4 @@
-"""cocotb testbench of the generated MoE unit (``moe_unit.sv``), run by ``m3vit.sim.cocotb_runner``.
+"""cocotb testbench of the generated MoE unit (``moe_unit.sv``), run by ``m3vit.sim.rtl.runner``.
 
 The scenario (``M3VIT_TB_SCENARIO``, an .npz written by the runner) holds the layout JSON, one or more
 expert weight sets and a list of cases (tokens, routing, the golden model's expected output and saturation
@@ -24,7 +24,8 @@ from cocotbext.axi.axi_ram import AxiRamRead, AxiRamWrite
 from cocotbext.axi.constants import AxiBurstType, AxiResp
 from cocotbext.axi.memory import Memory
 
-from m3vit.codegen.rtl import pack_experts, pack_queues, pack_tokens, unpack_out, used_expert_weight_bytes
+from m3vit.codegen import axilite
+from m3vit.codegen.rtl import pack_experts, pack_queues, pack_token_rows, unpack_out, used_expert_weight_bytes
 from m3vit.sim.golden import Routing
 
 CLOCK_NS = 10
@@ -117,19 +118,21 @@ class Regs:
 
     def __init__(self, axil: AxiLiteMaster, layout: dict) -> None:
         self.axil = axil
-        self.reg = {r["name"]: r for r in layout["registers"]}
+        regmap = layout["registers"]
+        self.offset = axilite.offsets(regmap)
+        self.words = {a["name"]: len(a["data_offsets"]) for a in regmap["args"]}
+        self.ctrl_bits = regmap["control"]["ap_ctrl"]["bits"]
 
     async def write(self, name: str, value: int) -> None:
-        r = self.reg[name]
-        await self.axil.write_dword(r["offset"], value & 0xFFFFFFFF)
-        if r.get("width") == 64:
-            await self.axil.write_dword(r["offset"] + 4, (value >> 32) & 0xFFFFFFFF)
+        await self.axil.write_dword(self.offset[name], value & 0xFFFFFFFF)
+        if self.words.get(name) == 2:
+            await self.axil.write_dword(self.offset[name] + 4, (value >> 32) & 0xFFFFFFFF)
 
     async def read(self, name: str) -> int:
-        return await self.axil.read_dword(self.reg[name]["offset"])
+        return await self.axil.read_dword(self.offset[name])
 
     def bit(self, name: str) -> int:
-        return 1 << self.reg["ctrl"]["bits"][name]
+        return 1 << self.ctrl_bits[name]
 
 
 def _alloc(cursor: list[int], nbytes: int, misalign: int = 0) -> int:
@@ -182,7 +185,7 @@ async def run_cases(dut) -> None:
     dut.ap_rst_n.value = 1
     await ClockCycles(dut.ap_clk, 2)
 
-    ctrl = await regs.read("ctrl")
+    ctrl = await regs.read("ap_ctrl")
     assert ctrl & regs.bit("ap_idle"), f"not idle after reset (ctrl={ctrl:#x})"
 
     cursor = [PAGE]
@@ -210,7 +213,7 @@ async def run_cases(dut) -> None:
         queues = [routing.queue(e) for e in range(p["num_experts"])]
         counts = [len(q[0]) for q in queues]
         if t:
-            ddr.write(x_addr, pack_tokens(layout, case["x"]))
+            ddr.write(x_addr, pack_token_rows(layout, case["x"]))
         ddr.write(q_addr, pack_queues(layout, queues))
         for e, n in case.get("count_override") or []:  # a corrupt count table
             ddr.write(q_addr + 4 * e, int(n).to_bytes(4, "little"))
@@ -225,17 +228,17 @@ async def run_cases(dut) -> None:
         await regs.write("weights", w_addr[case["weight_set"]])
         await regs.write("out", o_addr)
         t0 = get_sim_time(unit="ns")
-        await regs.write("ctrl", regs.bit("ap_start"))
+        await regs.write("ap_ctrl", regs.bit("ap_start"))
         budget = int(case.get("timeout_cycles", 2_000_000))
         if not dut.interrupt.value:
             await with_timeout(RisingEdge(dut.interrupt), budget * CLOCK_NS, "ns")
         wall = int((get_sim_time(unit="ns") - t0) // CLOCK_NS)
         await FallingEdge(dut.ap_clk)
-        ctrl = await regs.read("ctrl")
-        ctrl_again = await regs.read("ctrl")
+        ctrl = await regs.read("ap_ctrl")
+        ctrl_again = await regs.read("ap_ctrl")
         await regs.write("isr", 1)  # toggle-on-write clears the done status
         assert not dut.interrupt.value, "interrupt did not clear after the ISR write"
-        counters = {r["name"]: await regs.read(r["name"]) for r in layout["registers"] if r["access"] == "r"}
+        counters = {a["name"]: await regs.read(a["name"]) for a in layout["registers"]["args"] if a.get("output")}
         got = unpack_out(layout, ddr.read(o_addr, max(out_bytes, 1)), n_out)
         exp = case["expected"][:n_out]
         mismatch = int(np.count_nonzero(got != exp))

@@ -65,7 +65,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mIoU": True, "pixel_acc": True, "rmse": False, "abs_rel": False, "mean_angle": False,
     "median_angle": False, "within_11_25": True, "maxF": True, "IoU": True, "odsF": True,
 }
-"""Direction of every metric :mod:`m3vit.sim.metrics` reports (used by Δm)."""
+"""Direction of every metric :mod:`m3vit.train.metrics` reports (used by Δm)."""
 
 PRIMARY_METRIC: dict[TaskKind, str] = {
     TaskKind.SEGMENTATION: "mIoU",
@@ -84,7 +84,7 @@ def task_kind(task: str | TaskSpec) -> TaskKind:
         return TASK_KINDS[name]
     except KeyError:
         raise ValueError(
-            f"task {name!r} has no known kind; name tasks after one of {sorted(TASK_KINDS)} (see m3vit.sim.tasks)"
+            f"task {name!r} has no known kind; name tasks after one of {sorted(TASK_KINDS)} (see m3vit.train.tasks)"
         ) from None
 
 

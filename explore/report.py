@@ -1,7 +1,7 @@
 """Performance report of a design: HTML and markdown with matplotlib plots (docs/performance.md §6).
 
 ``write_report(cfg, out_dir)`` models the design (m3vit.codegen.perf) on routings of every task (golden
-runs, cached; or balanced / synthetic ones), replays the MoE schedules on them (m3vit.sim.schedules)
+runs, cached; or balanced / synthetic ones), replays the MoE schedules on them (m3vit.explore.schedules)
 and writes into ``out_dir``: ``report.html``, ``report.md`` and four PNG plots —
 
 * ``layers.png``: per-layer latency breakdown (K/V, attention, MLP or experts, finalize, weight stalls);
@@ -27,7 +27,7 @@ import numpy as np
 from m3vit import build_dir
 from m3vit.codegen import perf
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
-from m3vit.sim import schedules as sch
+from m3vit.explore import schedules as sch
 
 PLOTS = ("layers", "roofline", "expert_load", "schedules")
 KIND_COLORS = {"embed": "#8c564b", "kv": "#1f77b4", "attn": "#ff7f0e", "mlp": "#2ca02c", "finalize": "#9467bd",

@@ -1,12 +1,12 @@
 """Accuracy report of a trained checkpoint: float vs fixed-point (golden model) vs a trivial predictor.
 
-``python -m m3vit.sim.accuracy --checkpoint models/tiny.safetensors --json models/tiny_accuracy.json
+``python -m m3vit.train.accuracy --checkpoint models/tiny.safetensors --json models/tiny_accuracy.json
 --md models/tiny_accuracy.md`` (``make accuracy``) evaluates every task on the held-out synthetic split:
 
 * ``float`` — the PyTorch model;
 * ``fixed`` — the backbone through the bit-accurate golden model (the accelerator's integers), the task
   head in float on its dequantised tokens;
-* ``trivial`` — the image-independent per-pixel prior of the training split (m3vit.sim.predict);
+* ``trivial`` — the image-independent per-pixel prior of the training split (m3vit.train.predict);
 
 and checks each task's primary metric against :data:`FIXED_TOLERANCE` (fixed vs float). The JSON is
 the machine-readable record; the markdown is the same numbers as tables.
@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from m3vit.sim.checkpoint import load_model, read_state_dict
-from m3vit.sim.data import build_dataset
-from m3vit.sim.metrics import delta_m, load_baselines
-from m3vit.sim.predict import FixedPointPredictor, FloatPredictor, TrivialPredictor, evaluate
-from m3vit.sim.tasks import HIGHER_IS_BETTER, PRIMARY_METRIC, TaskKind, task_kind
+from m3vit.train.checkpoint import load_model, read_state_dict
+from m3vit.train.data import build_dataset
+from m3vit.train.metrics import delta_m, load_baselines
+from m3vit.train.predict import FixedPointPredictor, FloatPredictor, TrivialPredictor, evaluate
+from m3vit.train.tasks import HIGHER_IS_BETTER, PRIMARY_METRIC, TaskKind, task_kind
 
 FIXED_TOLERANCE: dict[TaskKind, tuple[str, float]] = {
     TaskKind.SEGMENTATION: ("abs", 1.0),  # |mIoU_fixed − mIoU_float| ≤ 1 point
@@ -147,12 +147,12 @@ def markdown(report: Mapping[str, Any]) -> str:
     if "delta_m" in report:
         lines += [f"Δm vs single-task baselines: float {report['delta_m']['float']:+.2f} %, fixed "
                   f"{report['delta_m']['fixed']:+.2f} %.", ""]
-    lines += ["Regenerate with `make accuracy` (`python -m m3vit.sim.accuracy`).", ""]
+    lines += ["Regenerate with `make accuracy` (`python -m m3vit.train.accuracy`).", ""]
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m m3vit.sim.accuracy",
+    p = argparse.ArgumentParser(prog="python -m m3vit.train.accuracy",
                                 description="Float vs fixed-point vs trivial task metrics of a checkpoint.")
     p.add_argument("--checkpoint", "-c", default="models/tiny.safetensors")
     p.add_argument("--json", default=None, help="write the report JSON here")

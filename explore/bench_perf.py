@@ -19,8 +19,8 @@ import numpy as np
 from m3vit import BUILD_ROOT
 from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, load_config, with_overrides
-from m3vit.sim import dse
-from m3vit.sim import schedules as sch
+from m3vit.explore import dse
+from m3vit.explore import schedules as sch
 
 PRESETS = ("m3vit_small_pascal", "m3vit_small_nyud")
 TARGET_MS = {"m3vit_small_pascal": 69.0, "m3vit_small_nyud": 84.5}
@@ -132,13 +132,13 @@ RTL_VARIANTS: dict[str, tuple[str, str, dict[str, int]]] = {
 def rtl_vs_model(config: str, profile: str = "zcu104", knobs: dict[str, int] | None = None, seed: int = 11,
                  real: int = 0, rand: int = 2, edge: bool = True, variant: str = "",
                  sim: str = "verilator") -> list[RtlCase]:
-    """Run the RTL MoE unit under cocotb (m3vit.sim.cocotb_runner) and model every case of the run.
+    """Run the RTL MoE unit under cocotb (m3vit.sim.rtl.runner) and model every case of the run.
 
     ``real`` model routings (golden runs of the reference model), ``rand`` random ones and, with ``edge``,
     the edge cases (one expert takes every token, a single token, no tokens, ...). Raises RuntimeError when
     the simulator or cocotb is unavailable."""
     from m3vit.codegen.rtl import RtlKnobs
-    from m3vit.sim.cocotb_runner import PROFILES, build_cases, build_moe_unit, prepare_simulator, run_moe_bench
+    from m3vit.sim.rtl.runner import PROFILES, build_cases, build_moe_unit, prepare_simulator, run_moe_bench
 
     reason = prepare_simulator(sim)
     if reason:

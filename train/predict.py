@@ -1,8 +1,8 @@
 """Predictors and split evaluation: float model, fixed-point golden model, and trivial baselines.
 
 A *predictor* maps (images [B, C, H, W], task name) to predictions in the layout of
-:func:`m3vit.sim.tasks.predict`. :func:`evaluate` runs one over a dataset and returns every task's
-metrics (:mod:`m3vit.sim.metrics`).
+:func:`m3vit.train.tasks.predict`. :func:`evaluate` runs one over a dataset and returns every task's
+metrics (:mod:`m3vit.train.metrics`).
 
 * :class:`FloatPredictor` — the PyTorch reference model.
 * :class:`FixedPointPredictor` — the bit-accurate golden model (the accelerator's arithmetic) for the
@@ -13,6 +13,9 @@ metrics (:mod:`m3vit.sim.metrics`).
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,11 @@ from torch import Tensor
 from torch.nn import functional
 from torch.utils.data import Dataset
 
-from m3vit.codegen.config import DesignConfig, TaskSpec, load_config
-from m3vit.sim.data import build_dataset, get_batch
-from m3vit.sim.metrics import make_meter
+from m3vit.codegen.config import ConfigError, DesignConfig, TaskSpec, load_config
 from m3vit.sim.reference import M3ViT
-from m3vit.sim.tasks import TaskKind, check_task, predict
+from m3vit.train.data import build_dataset, get_batch
+from m3vit.train.metrics import delta_m, load_baselines, make_meter
+from m3vit.train.tasks import TaskKind, check_task, predict
 
 Predictor = Callable[[Tensor, str], Tensor]
 
@@ -129,7 +132,7 @@ def evaluate_checkpoint(
     limit: int | None = None, fixed: bool = False, batch_size: int = 64,
 ) -> dict[str, Any]:
     """Float (and, with ``fixed``, golden-model) metrics of a checkpoint: ``{"float": …, "fixed": …}``."""
-    from m3vit.sim.checkpoint import load_model
+    from m3vit.train.checkpoint import load_model
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     model = load_model(checkpoint, cfg)
@@ -145,6 +148,59 @@ def evaluate_checkpoint(
         report["fixed"] = evaluate(fp, data, cfg.model.tasks, batch_size, limit)
         report["saturations"] = {"weights": fp.weight_saturations, "activations": fp.saturations}
     return report
+
+
+# ------------------------------------------------------------------------------------------ eval CLI
+def build_eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="m3vit eval",
+        description="Task metrics of a checkpoint on a held-out split (float, fixed-point golden model, or both).",
+    )
+    p.add_argument("config", nargs="?", default=None,
+                   help="config file or preset (default: the one stored in the checkpoint)")
+    p.add_argument("--checkpoint", "-c", required=True, help="model weights (.safetensors, or a weights-only .pt)")
+    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "pascal", "nyud"])
+    p.add_argument("--data-root", default=None, help="dataset folder (pascal / nyud)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", type=int, default=None, help="synthetic split size (default: the split's default)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--fixed", action="store_true", help="also evaluate the bit-accurate fixed-point golden model")
+    p.add_argument("--baseline", action="append", default=[], metavar="JSON",
+                   help="single-task baseline metrics for Δm: a JSON {task: {metric: value}} or an eval --json "
+                   "output (repeatable)")
+    p.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    p.add_argument("--batch-size", type=int, default=64)
+    return p
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``m3vit eval``: print (and optionally save) per-task metrics of a checkpoint; returns an exit code."""
+    args = build_eval_parser().parse_args(argv)
+    try:
+        baselines = load_baselines(args.baseline)
+        report = evaluate_checkpoint(
+            args.checkpoint, config=args.config, dataset=args.dataset, data_root=args.data_root,
+            split=args.split, size=args.size, seed=args.seed, limit=args.limit, fixed=args.fixed,
+            batch_size=args.batch_size,
+        )
+    except (ConfigError, ValueError, KeyError, FileNotFoundError, ImportError) as err:
+        print(f"m3vit: error: {err}", file=sys.stderr)
+        return 2
+    for mode in ("float", "fixed"):
+        if mode not in report:
+            continue
+        for task, metrics in report[mode].items():
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            print(f"{mode:5s} {task}: {shown}")
+        if baselines:
+            dm = delta_m(report[mode], baselines)
+            report.setdefault("delta_m", {})[mode] = dm
+            print(f"{mode:5s} Δm vs single-task baselines: {dm:+.2f} %")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 __all__ = [

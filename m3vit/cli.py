@@ -20,6 +20,8 @@ import numpy as np
 
 from m3vit import build_dir
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
+from m3vit.codegen.project import find_hls_tool, generate
+from m3vit.demo import run_demo, sample_images
 
 
 class UserError(RuntimeError):
@@ -54,18 +56,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ generate
-def generate(cfg: DesignConfig, out: Path) -> Path:
-    """The whole generated project: the Vitis HLS project and the Vivado bitstream script."""
-    from m3vit.codegen.hls import generate_project
-    from m3vit.codegen.vivado import write_bitstream_tcl
-
-    project = generate_project(cfg, out)
-    regmap = json.loads((project / "register_map.json").read_text())
-    bundles = [a["bundle"] for a in regmap["args"] if a["kind"] == "pointer"]
-    write_bitstream_tcl(cfg, project / "vivado", regmap["top"], bundles)
-    return project
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write the Vitis HLS project (C++, testbench, run_hls.tcl, register map, layouts) and the Vivado script."""
     cfg = load_config(args.config)
@@ -96,7 +86,7 @@ def load_float_model(cfg: DesignConfig, model: str, seed: int, allow_missing: bo
     if model != "random":
         if not Path(model).is_file():
             raise UserError(f"model file {model!r} does not exist (give a checkpoint, or 'random')")
-        from m3vit.sim.checkpoint import import_weights
+        from m3vit.train.checkpoint import import_weights
 
         result = import_weights(ref, model)
         if result.missing and not allow_missing:
@@ -133,18 +123,6 @@ def open_accelerator(args: argparse.Namespace):
     return Accelerator.simulated(args.config, args.weights)
 
 
-def sample_images(cfg: DesignConfig, n: int, seed: int = 0) -> np.ndarray:
-    """Deterministic sample images [n, C, H, W]: the synthetic multi-task scenes when available."""
-    try:  # the synthetic scenes need torch, which a board image may lack
-        from m3vit.sim.data import SyntheticScenes
-
-        return SyntheticScenes(cfg, "test", size=n, seed=seed).images.numpy()
-    except (ImportError, ValueError):
-        pass
-    m = cfg.model
-    return np.random.default_rng(seed).normal(0, 1, (n, m.in_channels, *m.image_size)).astype(np.float32)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run sample images through the accelerator (the digital twin, or a board with --bitfile)."""
     cfg = load_config(args.config)
@@ -168,8 +146,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ bitstream
 def cmd_bitstream(args: argparse.Namespace) -> int:
     """Run Vitis HLS (export) and Vivado (block design → write_bitstream); leaves NAME.bit + NAME.hwh."""
-    from m3vit.codegen.hls import find_hls_tool
-
     cfg = load_config(args.config)
     hls_tool = find_hls_tool()
     missing = [what for what, ok in (("vitis-run or vitis_hls (Vitis HLS)", hls_tool),
@@ -203,11 +179,11 @@ def write_bitstream_sidecars(cfg: DesignConfig, project: Path, out: Path) -> Non
 
 # ------------------------------------------------------------------------------------------ delegates
 DELEGATES = {
-    "bench": ("m3vit.sim.bench", "main", "benchmarks printed as ratios measured side by side"),
-    "report": ("m3vit.sim.report", "main", "HTML + markdown performance report with plots"),
-    "dse": ("m3vit.sim.dse", "main", "design-space exploration: Pareto front, writes the best config"),
-    "train": ("m3vit.sim.train", "main", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
-    "eval": ("m3vit.sim.metrics", "eval_main", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
+    "bench": ("m3vit.explore.bench", "main", "benchmarks printed as ratios measured side by side"),
+    "report": ("m3vit.explore.report", "main", "HTML + markdown performance report with plots"),
+    "dse": ("m3vit.explore.dse", "main", "design-space exploration: Pareto front, writes the best config"),
+    "train": ("m3vit.train.train", "main", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
+    "eval": ("m3vit.train.predict", "eval_main", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
 }
 """Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them)."""
 
@@ -220,8 +196,6 @@ def _delegate(module: str, func: str, argv: list[str]) -> int:
 # ------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate, C-simulate and verify the accelerator, then run every task through the driver on the twin."""
-    from m3vit.host.demo import run_demo
-
     return run_demo(args.config, seed=args.seed)
 
 

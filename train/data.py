@@ -1,7 +1,7 @@
 """Multi-task datasets: a procedural scene generator and loaders for the PASCAL-Context / NYUD-v2 layouts.
 
 Every dataset yields samples ``{"image": float [C, H, W], task_name: target, ...}`` with targets in the
-layout :mod:`m3vit.sim.tasks` defines for the task's kind, already at the config's image size.
+layout :mod:`m3vit.train.tasks` defines for the task's kind, already at the config's image size.
 
 :class:`SyntheticScenes` draws 1–3 shapes (disc, square, triangle, cross) on a textured, receding
 background. Each shape kind has a hue (jittered), apparent size and brightness fall with distance, and a
@@ -33,7 +33,7 @@ from torch.nn import functional
 from torch.utils.data import Dataset
 
 from m3vit.codegen.config import DesignConfig, TaskSpec
-from m3vit.sim.tasks import IGNORE_INDEX, TaskKind, check_task
+from m3vit.train.tasks import IGNORE_INDEX, TaskKind, check_task
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 """Split → stream id of the synthetic generator (disjoint streams, so the splits never share a scene)."""
@@ -147,7 +147,7 @@ def normals_from_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def scene_targets(scene: Scene, tasks: Sequence[TaskSpec]) -> dict[str, np.ndarray]:
-    """The target of every task, in the layout of its kind (m3vit.sim.tasks)."""
+    """The target of every task, in the layout of its kind (m3vit.train.tasks)."""
     out: dict[str, np.ndarray] = {}
     for t in tasks:
         kind = check_task(t)

@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 CONFIG  ?= configs/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint demo bench clean
+.PHONY: install test test-slow lint demo bench architecture clean
 
 # Feature fragments (HLS, RTL, deployment) add their own targets.
 -include mk/*.mk
@@ -15,6 +15,9 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; } ; } || \
+		echo "note: Icarus Verilog (apt-get install iverilog) is missing: its RTL test will be skipped"
 	$(PY_BOOT) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install -c constraints.txt -e '.[dev]'
@@ -22,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(PY) -m ruff check .
+	$(MAKE) --no-print-directory wheel-check
 	$(PY) -m pytest -m "not slow and not timm" $(PYTEST_ARGS)
 
 test-slow: install
@@ -35,6 +39,10 @@ demo: install
 
 bench: install
 	$(PY) -m m3vit.explore.bench
+
+# The package graph of docs/architecture.md (fails on an upward import or a cycle).
+architecture: install
+	$(PY) -m m3vit.imports --figure docs/architecture.png
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The performance numbers ``make bench`` prints for the analytic model (issue #6).
+"""The performance numbers ``make bench`` prints for the analytic model.
 
 For m3vit_small_pascal and m3vit_small_nyud on the ZCU104 at 300 MHz: the design-space exploration
 (with the accuracy proxy of its candidate formats), the DSE-best design's modeled single-task latency on

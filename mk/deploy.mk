@@ -1,4 +1,4 @@
-# Deployment (issue #4): bitstream flow and the weight packer. Included by the main Makefile.
+# Deployment: bitstream flow and the weight packer. Included by the main Makefile.
 #   make bitstream CONFIG=…                      Vitis HLS export + Vivado → build/<name>/bitstream/<name>.bit/.hwh
 #   make pack CONFIG=… MODEL=random|ckpt OUT=…    quantise and pack weights into a .m3w file
 .PHONY: bitstream pack

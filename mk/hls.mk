@@ -1,4 +1,4 @@
-# HLS generator, C simulation and Vitis HLS runs (issue #3). Included by the main Makefile.
+# HLS generator, C simulation and Vitis HLS runs. Included by the main Makefile.
 #   make hls-generate CONFIG=…   write build/<name>/ (the Vitis HLS project)
 #   make csim CONFIG=…           generate, compile with g++, compare every layer of every task with the golden model
 #   make hls CONFIG=…            generate, then run run_hls.tcl with vitis-run or vitis_hls (fails if neither exists)

@@ -1,7 +1,7 @@
-# Performance model, design-space exploration and reports (issue #6). Included by the main Makefile.
+# Performance model, design-space exploration and reports. Included by the main Makefile.
 #   make perf-report CONFIG=…   HTML + markdown report with plots in build/<name>/report (golden routings, cached)
 #   make dse CONFIG=…           sweep knobs and formats; writes the best design to build/<name>_dse.yaml
-#   make bench-perf             the issue-#6 numbers (DSE-best PASCAL/NYUD, schedules vs the paper, RTL vs model);
+#   make bench-perf             the model's headline numbers (DSE-best PASCAL/NYUD, schedules vs the paper, RTL vs model);
 #                               `make bench` runs it too
 .PHONY: perf-report dse bench-perf
 

@@ -1,4 +1,4 @@
-# RTL MoE unit (issue #5): generated SystemVerilog, cocotb benches on Verilator/Icarus, yosys estimate.
+# RTL MoE unit: generated SystemVerilog, cocotb benches on Verilator/Icarus, yosys estimate.
 #   make rtl     - generate build/<name>/rtl/moe_unit.sv and moe_unit_layout.json for $(CONFIG)
 #   make cocotb  - every cocotb test (slow ones included), then build/<name>/rtl_report.json (printed)
 #   make synth   - the yosys synthesis test (synth_xilinx -family xcup); slow, kept out of `make test`

@@ -1,6 +1,6 @@
 """The generated MoE unit against the golden model (``GoldenModel.moe_expert_by_expert``), bit for bit.
 
-Each simulation runs several cases through one compiled model (tests/rtl/moe_unit_tb.py checks outputs,
+Each simulation runs several cases through one compiled model (m3vit.sim.rtl.moe_unit_tb checks outputs,
 counters and the return to idle, and raises on any difference). Fast tests cover ``tiny`` and the
 ``vit_tiny_cityscapes`` dimensions on Verilator and a small ``tiny`` variant on Icarus; the slow ones run
 the full edge-case set at cityscapes size and the memory-profile sweep.

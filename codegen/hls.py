@@ -144,89 +144,95 @@ class Derived:
 
 def derive(cfg: DesignConfig) -> Derived:
     """Sizes, tile counts, shifts and the width of every typed intermediate of the kernels."""
-    m, n, hw = cfg.model, cfg.numerics, cfg.hardware
-    k = constants(cfg)
-    mo, mi, tt, kb = hw.mac_out, hw.mac_in, hw.token_tile, hw.attn_key_block
-    d, t_, hd, e_, eh, mh, pd = (
-        m.dim,
-        m.num_tokens,
-        m.head_dim,
-        m.num_experts,
-        m.expert_hidden,
-        m.mlp_hidden,
-        m.patch_dim,
+    model, fmt, hardware = cfg.model, cfg.numerics, cfg.hardware
+    numeric_consts = constants(cfg)
+    mac_out, mac_in = hardware.mac_out, hardware.mac_in
+    token_tile, key_block = hardware.token_tile, hardware.attn_key_block
+    dim, tokens, head_dim, experts, expert_hidden, mlp_hidden, patch_dim = (
+        model.dim,
+        model.num_tokens,
+        model.head_dim,
+        model.num_experts,
+        model.expert_hidden,
+        model.mlp_hidden,
+        model.patch_dim,
     )
-    fz, fh = n.exp_frac_bits, n.ln_hat_frac
-    wb = n.weight.bits
-    gt = k.gelu
+    exp_frac, hat_frac = fmt.exp_frac_bits, fmt.ln_hat_frac
+    weight_bits = fmt.weight.bits
+    gelu_table = numeric_consts.gelu
 
-    def it(x: int) -> int:
-        return ceil_div(x, mi)
+    def in_tiles(x: int) -> int:
+        return ceil_div(x, mac_in)
 
-    def ot(x: int) -> int:
-        return ceil_div(x, mo)
+    def out_tiles(x: int) -> int:
+        return ceil_div(x, mac_out)
 
-    has_moe = bool(m.moe_block_set)
-    has_dense = len(m.moe_block_set) < m.depth
-    wbuf_tiles = [ot(d) * it(pd), ot(3 * d) * it(d), ot(d) * it(d)]
-    wbuf_out = [ot(d) * mo, ot(3 * d) * mo]
+    has_moe = bool(model.moe_block_set)
+    has_dense = len(model.moe_block_set) < model.depth
+    wbuf_tiles = [
+        out_tiles(dim) * in_tiles(patch_dim), out_tiles(3 * dim) * in_tiles(dim), out_tiles(dim) * in_tiles(dim)
+    ]
+    wbuf_out = [out_tiles(dim) * mac_out, out_tiles(3 * dim) * mac_out]
     if has_dense:
-        wbuf_tiles += [ot(mh) * it(d), ot(d) * it(mh)]
-        wbuf_out += [ot(mh) * mo]
+        wbuf_tiles += [out_tiles(mlp_hidden) * in_tiles(dim), out_tiles(dim) * in_tiles(mlp_hidden)]
+        wbuf_out += [out_tiles(mlp_hidden) * mac_out]
     if has_moe:
-        wbuf_tiles += [ot(e_) * it(d)]
-        wbuf_out += [ot(e_) * mo]
+        wbuf_tiles += [out_tiles(experts) * in_tiles(dim)]
+        wbuf_out += [out_tiles(experts) * mac_out]
 
-    def sh(src: str, dst: str) -> int:
-        return getattr(n, src).frac + n.weight.frac - getattr(n, dst).frac
+    def requant_shift(src: str, dst: str) -> int:
+        return getattr(fmt, src).frac + fmt.weight.frac - getattr(fmt, dst).frac
 
     consts: dict[str, tuple[int, str]] = {
         # model
-        "DIM": (d, "embedding dimension"),
-        "DEPTH": (m.depth, "transformer blocks"),
-        "LAYERS": (m.depth + 1, "layers: 0 = patch embedding, i + 1 = block i"),
-        "HEADS": (m.num_heads, "attention heads"),
-        "HEAD_DIM": (hd, "dim / heads"),
-        "TOKENS": (t_, "patches + cls"),
-        "PATCHES": (m.num_patches, "patches"),
-        "GRID_H": (m.grid[0], "patch rows"),
-        "GRID_W": (m.grid[1], "patch columns"),
-        "PATCH": (m.patch_size, "patch side, pixels"),
-        "CHANNELS": (m.in_channels, "image channels"),
-        "IMG_H": (m.image_size[0], "image height"),
-        "IMG_W": (m.image_size[1], "image width"),
-        "PATCH_DIM": (pd, "C·P² (patch vector length)"),
-        "MLP_HIDDEN": (mh, "dense MLP hidden width"),
-        "EXPERTS": (e_, "experts per MoE layer"),
-        "TOP_K": (m.top_k, "experts per token"),
-        "EXPERT_HIDDEN": (eh, "expert FFN hidden width"),
-        "TASKS": (len(m.tasks), "tasks (routers per MoE layer)"),
+        "DIM": (dim, "embedding dimension"),
+        "DEPTH": (model.depth, "transformer blocks"),
+        "LAYERS": (model.depth + 1, "layers: 0 = patch embedding, i + 1 = block i"),
+        "HEADS": (model.num_heads, "attention heads"),
+        "HEAD_DIM": (head_dim, "dim / heads"),
+        "TOKENS": (tokens, "patches + cls"),
+        "PATCHES": (model.num_patches, "patches"),
+        "GRID_H": (model.grid[0], "patch rows"),
+        "GRID_W": (model.grid[1], "patch columns"),
+        "PATCH": (model.patch_size, "patch side, pixels"),
+        "CHANNELS": (model.in_channels, "image channels"),
+        "IMG_H": (model.image_size[0], "image height"),
+        "IMG_W": (model.image_size[1], "image width"),
+        "PATCH_DIM": (patch_dim, "C·P² (patch vector length)"),
+        "MLP_HIDDEN": (mlp_hidden, "dense MLP hidden width"),
+        "EXPERTS": (experts, "experts per MoE layer"),
+        "TOP_K": (model.top_k, "experts per token"),
+        "EXPERT_HIDDEN": (expert_hidden, "expert FFN hidden width"),
+        "TASKS": (len(model.tasks), "tasks (routers per MoE layer)"),
         # hardware
-        "MAC_IN": (mi, "MAC engine input lanes"),
-        "MAC_OUT": (mo, "MAC engine output lanes"),
-        "TOKEN_TILE": (tt, "tokens per on-chip tile"),
-        "KEY_BLOCK": (kb, "keys per streaming-softmax block"),
-        "AXI_BITS": (hw.axi_data_bits, "m_axi data width"),
+        "MAC_IN": (mac_in, "MAC engine input lanes"),
+        "MAC_OUT": (mac_out, "MAC engine output lanes"),
+        "TOKEN_TILE": (token_tile, "tokens per on-chip tile"),
+        "KEY_BLOCK": (key_block, "keys per streaming-softmax block"),
+        "AXI_BITS": (hardware.axi_data_bits, "m_axi data width"),
         # tiles and padded sizes
-        "IT_PATCH": (it(pd), "in-tiles of the patch matmul"),
-        "IT_DIM": (it(d), "in-tiles of dim"),
-        "IT_MLP": (it(mh), "in-tiles of the dense hidden layer"),
-        "IT_EH": (it(eh), "in-tiles of an expert hidden layer"),
-        "OT_DIM": (ot(d), "out-tiles of dim"),
-        "OT_EXPERTS": (ot(e_), "out-tiles of the router"),
-        "PATCH_DIM_P": (it(pd) * mi, "patch vector padded to MAC_IN"),
-        "DIM_P": (it(d) * mi, "dim padded to MAC_IN"),
-        "DIM_PO": (ot(d) * mo, "dim padded to MAC_OUT"),
-        "EH_PO": (ot(eh) * mo, "expert hidden padded to MAC_OUT"),
-        "EH_BUF": (max(it(eh) * mi, ot(eh) * mo), "expert hidden tile buffer width"),
-        "EXPERTS_PO": (ot(e_) * mo, "experts padded to MAC_OUT"),
+        "IT_PATCH": (in_tiles(patch_dim), "in-tiles of the patch matmul"),
+        "IT_DIM": (in_tiles(dim), "in-tiles of dim"),
+        "IT_MLP": (in_tiles(mlp_hidden), "in-tiles of the dense hidden layer"),
+        "IT_EH": (in_tiles(expert_hidden), "in-tiles of an expert hidden layer"),
+        "OT_DIM": (out_tiles(dim), "out-tiles of dim"),
+        "OT_EXPERTS": (out_tiles(experts), "out-tiles of the router"),
+        "PATCH_DIM_P": (in_tiles(patch_dim) * mac_in, "patch vector padded to MAC_IN"),
+        "DIM_P": (in_tiles(dim) * mac_in, "dim padded to MAC_IN"),
+        "DIM_PO": (out_tiles(dim) * mac_out, "dim padded to MAC_OUT"),
+        "EH_PO": (out_tiles(expert_hidden) * mac_out, "expert hidden padded to MAC_OUT"),
+        "EH_BUF": (
+            max(in_tiles(expert_hidden) * mac_in, out_tiles(expert_hidden) * mac_out),
+            "expert hidden tile buffer width",
+        ),
+        "EXPERTS_PO": (out_tiles(experts) * mac_out, "experts padded to MAC_OUT"),
         "WBUF_TILES": (max(wbuf_tiles), "shared weight buffer: tiles of the largest dense matrix"),
         "WBUF_OUT": (max(wbuf_out), "shared bias buffer: the largest padded output count"),
-        "EW1_TILES": (ot(eh) * it(d), "tiles of an expert's fc1"),
-        "EW2_TILES": (ot(d) * it(eh), "tiles of an expert's fc2"),
+        "EW1_TILES": (out_tiles(expert_hidden) * in_tiles(dim), "tiles of an expert's fc1"),
+        "EW2_TILES": (out_tiles(dim) * in_tiles(expert_hidden), "tiles of an expert's fc2"),
         # formats
         **{
-            f"{short}_BITS": (getattr(n, c).bits, f"{c} format {getattr(n, c)}")
+            f"{short}_BITS": (getattr(fmt, c).bits, f"{c} format {getattr(fmt, c)}")
             for short, c in (
                 ("IN", "input"),
                 ("ACT", "act"),
@@ -238,166 +244,172 @@ def derive(cfg: DesignConfig) -> Derived:
                 ("LNP", "ln_param"),
             )
         },
-        "BIAS_BITS": (n.bias_bits, "biases (accumulator scale)"),
-        "ACC_BITS_CFG": (n.acc_bits, "numerics.acc_bits"),
+        "BIAS_BITS": (fmt.bias_bits, "biases (accumulator scale)"),
+        "ACC_BITS_CFG": (fmt.acc_bits, "numerics.acc_bits"),
         # shifts (docs/numerics.md §5–§10)
-        "SH_PATCH": (sh("input", "act"), "patch embedding requantisation"),
-        "SH_QKV": (sh("norm", "qkv"), "qkv requantisation"),
-        "SH_PROJ": (sh("qkv", "act"), "proj requantisation"),
-        "SH_FC1": (sh("norm", "hidden"), "fc1 / expert fc1"),
-        "SH_FC2": (sh("hidden", "act"), "fc2 / expert fc2"),
-        "SH_ROUTER": (sh("norm", "logit"), "router logits"),
-        "SH_LN": (fh + n.ln_param.frac - n.norm.frac, "LayerNorm output"),
-        "SH_SCORE": (2 * n.qkv.frac + SCALE_FRAC - fz, "attention score → base-2 logit"),
-        "SH_ROUTER_Z": (n.logit.frac + SCALE_FRAC - fz, "router logit difference → base-2 exponent"),
-        "FZ": (fz, "exp2 fraction bits (log2 of the table size)"),
-        "FH": (fh, "LayerNorm x̂ fraction bits"),
+        "SH_PATCH": (requant_shift("input", "act"), "patch embedding requantisation"),
+        "SH_QKV": (requant_shift("norm", "qkv"), "qkv requantisation"),
+        "SH_PROJ": (requant_shift("qkv", "act"), "proj requantisation"),
+        "SH_FC1": (requant_shift("norm", "hidden"), "fc1 / expert fc1"),
+        "SH_FC2": (requant_shift("hidden", "act"), "fc2 / expert fc2"),
+        "SH_ROUTER": (requant_shift("norm", "logit"), "router logits"),
+        "SH_LN": (hat_frac + fmt.ln_param.frac - fmt.norm.frac, "LayerNorm output"),
+        "SH_SCORE": (2 * fmt.qkv.frac + SCALE_FRAC - exp_frac, "attention score → base-2 logit"),
+        "SH_ROUTER_Z": (fmt.logit.frac + SCALE_FRAC - exp_frac, "router logit difference → base-2 exponent"),
+        "FZ": (exp_frac, "exp2 fraction bits (log2 of the table size)"),
+        "FH": (hat_frac, "LayerNorm x̂ fraction bits"),
         "PROB_FRAC": (PROB_FRAC, "probabilities, gates: Q.15"),
         # constants
-        "C_ATTN": (k.attn_scale, "round(log2(e)/sqrt(head_dim) · 2^15)"),
-        "C_ROUTER": (k.router_scale, "round(log2(e) · 2^15)"),
-        "LN_EPS": (k.ln_eps, "max(1, round(D²·eps·2^(2·act.frac)))"),
-        "GELU_LO": (gt.lo, "first GELU breakpoint (hidden lsbs)"),
-        "GELU_HI": (gt.hi, "end of the GELU table"),
-        "GELU_SIGMA": (gt.seg_shift, "log2 of the GELU segment width"),
-        "GELU_N": (len(gt.values), "GELU breakpoints"),
-        "EXP2_N": (len(k.exp2), "exp2 table entries"),
+        "C_ATTN": (numeric_consts.attn_scale, "round(log2(e)/sqrt(head_dim) · 2^15)"),
+        "C_ROUTER": (numeric_consts.router_scale, "round(log2(e) · 2^15)"),
+        "LN_EPS": (numeric_consts.ln_eps, "max(1, round(D²·eps·2^(2·act.frac)))"),
+        "GELU_LO": (gelu_table.lo, "first GELU breakpoint (hidden lsbs)"),
+        "GELU_HI": (gelu_table.hi, "end of the GELU table"),
+        "GELU_SIGMA": (gelu_table.seg_shift, "log2 of the GELU segment width"),
+        "GELU_N": (len(gelu_table.values), "GELU breakpoints"),
+        "EXP2_N": (len(numeric_consts.exp2), "exp2 table entries"),
     }
-    cb = {
-        c: container_bits(getattr(n, c).bits)
+    containers = {
+        c: container_bits(getattr(fmt, c).bits)
         for c in ("input", "act", "norm", "qkv", "hidden", "logit", "weight", "ln_param")
     }
     consts.update(
         {
-            "IN_CB": (cb["input"], "DDR container bits"),
-            "ACT_CB": (cb["act"], ""),
-            "NORM_CB": (cb["norm"], ""),
-            "QKV_CB": (cb["qkv"], ""),
-            "HID_CB": (cb["hidden"], ""),
-            "LOGIT_CB": (cb["logit"], ""),
-            "W_CB": (cb["weight"], ""),
-            "LNP_CB": (cb["ln_param"], ""),
-            "BIAS_CB": (container_bits(n.bias_bits), ""),
+            "IN_CB": (containers["input"], "DDR container bits"),
+            "ACT_CB": (containers["act"], ""),
+            "NORM_CB": (containers["norm"], ""),
+            "QKV_CB": (containers["qkv"], ""),
+            "HID_CB": (containers["hidden"], ""),
+            "LOGIT_CB": (containers["logit"], ""),
+            "W_CB": (containers["weight"], ""),
+            "LNP_CB": (containers["ln_param"], ""),
+            "BIAS_CB": (container_bits(fmt.bias_bits), ""),
         }
     )
 
     # ------------------------------------------------------------------ typed intermediates (bits)
-    ib, ab, nb, qb, hb, lb, pb = (
-        n.input.bits,
-        n.act.bits,
-        n.norm.bits,
-        n.qkv.bits,
-        n.hidden.bits,
-        n.logit.bits,
-        n.ln_param.bits,
+    input_bits, act_bits, norm_bits, qkv_bits, hidden_bits, logit_bits, lnp_bits = (
+        fmt.input.bits,
+        fmt.act.bits,
+        fmt.norm.bits,
+        fmt.qkv.bits,
+        fmt.hidden.bits,
+        fmt.logit.bits,
+        fmt.ln_param.bits,
     )
     acc_need = max(
-        [n.acc_bits]
+        [fmt.acc_bits]
         + [
-            max(getattr(n, src).bits + wb - 1 + clog2(kk + 1), n.bias_bits) + 1
-            for src, kk in (("input", pd), ("norm", d), ("qkv", d), ("hidden", mh), ("hidden", eh))
+            max(getattr(fmt, src).bits + weight_bits - 1 + clog2(length + 1), fmt.bias_bits) + 1
+            for src, length in (
+                ("input", patch_dim), ("norm", dim), ("qkv", dim), ("hidden", mlp_hidden), ("hidden", expert_hidden)
+            )
         ]
     )
-    xhat_bits = math.ceil(math.log2(math.sqrt(d))) + fh + 2
-    ln_y = max(xhat_bits + pb, pb + fh + 1) + 1
+    xhat_bits = math.ceil(math.log2(math.sqrt(dim))) + hat_frac + 2
+    ln_y = max(xhat_bits + lnp_bits, lnp_bits + hat_frac + 1) + 1
     ln_y = max(ln_y, consts["SH_LN"][0] + 2)
-    score_acc = 2 * qb + clog2(hd)
-    attn_l = PROB_FRAC + clog2(t_ + 1) + 2
-    ctx_acc = 17 + qb + clog2(t_) + 1
+    score_acc = 2 * qkv_bits + clog2(head_dim)
+    attn_l = PROB_FRAC + clog2(tokens + 1) + 2
+    ctx_acc = 17 + qkv_bits + clog2(tokens) + 1
     types = {
-        "in_t": (ib, "input pixels"),
-        "act_t": (ab, "residual stream"),
-        "norm_t": (nb, "LayerNorm outputs"),
-        "qkv_t": (qb, "q, k, v, context"),
-        "hid_t": (hb, "hidden layers"),
-        "logit_t": (lb, "router logits"),
-        "wgt_t": (wb, "matmul weights"),
-        "lnp_t": (pb, "LayerNorm γ, β"),
-        "bias_t": (n.bias_bits, "biases"),
+        "in_t": (input_bits, "input pixels"),
+        "act_t": (act_bits, "residual stream"),
+        "norm_t": (norm_bits, "LayerNorm outputs"),
+        "qkv_t": (qkv_bits, "q, k, v, context"),
+        "hid_t": (hidden_bits, "hidden layers"),
+        "logit_t": (logit_bits, "router logits"),
+        "wgt_t": (weight_bits, "matmul weights"),
+        "lnp_t": (lnp_bits, "LayerNorm γ, β"),
+        "bias_t": (fmt.bias_bits, "biases"),
         "acc_t": (acc_need, "matmul accumulator (exact)"),
-        "res_t": (ab + 1, "sum of two act values before saturation"),
+        "res_t": (act_bits + 1, "sum of two act values before saturation"),
         "prob_t": (17, "Q.15 probabilities / gates in [0, 2^15 + 1]"),
         "z_t": (32, "base-2 attention logits (saturated to 32 bits)"),
-        "psum_in_t": (ib + wb + clog2(mi), "patch MAC adder tree"),
-        "psum_norm_t": (nb + wb + clog2(mi), "MAC adder tree on norm inputs"),
-        "psum_qkv_t": (qb + wb + clog2(mi), "MAC adder tree on qkv inputs"),
-        "psum_hid_t": (hb + wb + clog2(mi), "MAC adder tree on hidden inputs"),
-        "qk_prod_t": (2 * qb, "q·k product"),
+        "psum_in_t": (input_bits + weight_bits + clog2(mac_in), "patch MAC adder tree"),
+        "psum_norm_t": (norm_bits + weight_bits + clog2(mac_in), "MAC adder tree on norm inputs"),
+        "psum_qkv_t": (qkv_bits + weight_bits + clog2(mac_in), "MAC adder tree on qkv inputs"),
+        "psum_hid_t": (hidden_bits + weight_bits + clog2(mac_in), "MAC adder tree on hidden inputs"),
+        "qk_prod_t": (2 * qkv_bits, "q·k product"),
         "score_acc_t": (score_acc, "q·k over head_dim"),
         # p ∈ [0, 2^15] (exp2 output): |p·v| ≤ 2^15·2^(qkv.bits-1) needs qkv.bits + 16 bits
-        "pv_prod_t": (16 + qb, "p·v product"),
-        "pv_acc_t": (16 + qb + clog2(kb), "p·v over one key block"),
+        "pv_prod_t": (16 + qkv_bits, "p·v product"),
+        "pv_acc_t": (16 + qkv_bits + clog2(key_block), "p·v over one key block"),
         "attn_l_t": (attn_l, "softmax running sum l"),
         "ctx_acc_t": (ctx_acc, "softmax running accumulator"),
-        "gelu_t": (hb + gt.seg_shift + 3, "GELU interpolation"),
-        "ln_xr_t": (ab + clog2(d) + 1 + 19, "LayerNorm (D·x − S1)·R"),
+        "gelu_t": (hidden_bits + gelu_table.seg_shift + 3, "GELU interpolation"),
+        "ln_xr_t": (act_bits + clog2(dim) + 1 + 19, "LayerNorm (D·x − S1)·R"),
         "ln_y_t": (ln_y, "LayerNorm x̂·γ + β·2^Fh"),
-        "moe_prod_t": (ab + 18, "expert output · gate"),
+        "moe_prod_t": (act_bits + 18, "expert output · gate"),
         "moeacc_t": (64, "per-token MoE accumulator"),
-        "tok_t": (clog2(t_ + 1) + 1, "token index"),
-        "expert_t": (clog2(e_ + 1) + 1, "expert index"),
+        "tok_t": (clog2(tokens + 1) + 1, "token index"),
+        "expert_t": (clog2(experts + 1) + 1, "expert index"),
     }
     wide = {
-        "LayerNorm variance V = D·S2 − S1² + eps": 2 * (ab + clog2(d)) + 1,
+        "LayerNorm variance V = D·S2 − S1² + eps": 2 * (act_bits + clog2(dim)) + 1,
         "LayerNorm (D·x − S1)·R": types["ln_xr_t"][0],
         "LayerNorm x̂·γ + β·2^Fh": ln_y,
         "attention score · C_attn": score_acc + 17,
         "attention l · α": attn_l + 17,
         "attention acc · R": ctx_acc + 18,
-        "router (logit − max) · C_router": lb + 1 + 17,
-        "MoE accumulator Σ y·g": ab + 18 + clog2(m.top_k),
+        "router (logit − max) · C_router": logit_bits + 1 + 17,
+        "MoE accumulator Σ y·g": act_bits + 18 + clog2(model.top_k),
         "matmul accumulator": acc_need,
     }
     onchip = _onchip_bits(cfg, consts, types, has_moe, has_dense)
     return Derived(consts=consts, types=types, wide=wide, onchip_bits=onchip)
 
 
-def _onchip_bits(cfg: DesignConfig, c: dict, ty: dict, has_moe: bool, has_dense: bool) -> dict[str, int]:
+def _onchip_bits(
+    cfg: DesignConfig, const_table: dict, type_table: dict, has_moe: bool, has_dense: bool
+) -> dict[str, int]:
     """Bits of every on-chip array today's kernels declare (an upper bound: HLS may share or trim some).
 
     This describes the code in ``hls/``, not the modeled architecture of :func:`m3vit.codegen.perf.buffers`;
     the two differ until the kernels implement that architecture, which then makes this estimate redundant.
     """
-    m, hw = cfg.model, cfg.hardware
+    model, hardware = cfg.model, cfg.hardware
 
-    def v(name: str) -> int:
-        return c[name][0]
+    def value(name: str) -> int:
+        return const_table[name][0]
 
-    def b(name: str) -> int:
-        return ty[name][0]
+    def bits(name: str) -> int:
+        return type_table[name][0]
 
-    tt, d, kb = hw.token_tile, m.dim, hw.attn_key_block
-    tiles = hw.mac_out * hw.mac_in * b("wgt_t")
+    token_tile, dim, key_block = hardware.token_tile, model.dim, hardware.attn_key_block
+    tiles = hardware.mac_out * hardware.mac_in * bits("wgt_t")
     out = {
-        "weight buffer (largest dense matrix)": v("WBUF_TILES") * tiles + v("WBUF_OUT") * b("bias_t"),
-        "layernorm": 2 * d * b("lnp_t") + d * (b("act_t") + b("norm_t")),
-        "patch embedding tiles": tt * (v("PATCH_DIM_P") * b("in_t") + v("DIM_PO") * b("act_t")),
-        "qkv tiles": tt * (v("DIM_P") * b("norm_t") + ceil_div(3 * d, hw.mac_out) * hw.mac_out * b("qkv_t")),
-        "proj tiles": tt * (v("DIM_P") * b("qkv_t") + v("DIM_PO") * b("act_t")),
-        "attention": tt * d * (2 * b("qkv_t") + b("ctx_acc_t"))
-        + 2 * kb * d * b("qkv_t")
-        + m.num_heads * tt * (b("z_t") + b("attn_l_t")),
+        "weight buffer (largest dense matrix)": value("WBUF_TILES") * tiles + value("WBUF_OUT") * bits("bias_t"),
+        "layernorm": 2 * dim * bits("lnp_t") + dim * (bits("act_t") + bits("norm_t")),
+        "patch embedding tiles": token_tile * (value("PATCH_DIM_P") * bits("in_t") + value("DIM_PO") * bits("act_t")),
+        "qkv tiles": token_tile
+        * (value("DIM_P") * bits("norm_t") + ceil_div(3 * dim, hardware.mac_out) * hardware.mac_out * bits("qkv_t")),
+        "proj tiles": token_tile * (value("DIM_P") * bits("qkv_t") + value("DIM_PO") * bits("act_t")),
+        "attention": token_tile * dim * (2 * bits("qkv_t") + bits("ctx_acc_t"))
+        + 2 * key_block * dim * bits("qkv_t")
+        + model.num_heads * token_tile * (bits("z_t") + bits("attn_l_t")),
     }
     if has_dense:
-        mh_o = ceil_div(m.mlp_hidden, hw.mac_out) * hw.mac_out
-        out["dense MLP tiles"] = tt * (
-            v("DIM_P") * b("norm_t")
-            + mh_o * b("hid_t")
-            + v("IT_MLP") * hw.mac_in * b("hid_t")
-            + v("DIM_PO") * b("act_t")
+        mlp_hidden_padded = ceil_div(model.mlp_hidden, hardware.mac_out) * hardware.mac_out
+        out["dense MLP tiles"] = token_tile * (
+            value("DIM_P") * bits("norm_t")
+            + mlp_hidden_padded * bits("hid_t")
+            + value("IT_MLP") * hardware.mac_in * bits("hid_t")
+            + value("DIM_PO") * bits("act_t")
         )
     if has_moe:
-        tk = m.num_tokens * m.top_k
+        entries = model.num_tokens * model.top_k
         out["router and queues"] = (
-            tt * (v("DIM_P") * b("norm_t") + v("EXPERTS_PO") * b("logit_t"))
-            + tk * 2 * (b("tok_t") + b("expert_t") + b("prob_t"))
-            + d * 64
+            token_tile * (value("DIM_P") * bits("norm_t") + value("EXPERTS_PO") * bits("logit_t"))
+            + entries * 2 * (bits("tok_t") + bits("expert_t") + bits("prob_t"))
+            + dim * 64
         )
         out["expert ping-pong buffers"] = 2 * (
-            (v("EW1_TILES") + v("EW2_TILES")) * tiles + (v("EH_PO") + v("DIM_PO")) * b("bias_t")
+            (value("EW1_TILES") + value("EW2_TILES")) * tiles + (value("EH_PO") + value("DIM_PO")) * bits("bias_t")
         )
         out["expert tiles"] = (
-            tt * (v("DIM_P") * b("norm_t") + v("EH_BUF") * b("hid_t") + v("DIM_PO") * b("act_t")) + 2 * d * 64
+            token_tile * (value("DIM_P") * bits("norm_t") + value("EH_BUF") * bits("hid_t") + value("DIM_PO") * bits("act_t"))
+            + 2 * dim * 64
         )
     return out
 

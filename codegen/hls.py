@@ -408,7 +408,8 @@ def _onchip_bits(
             (value("EW1_TILES") + value("EW2_TILES")) * tiles + (value("EH_PO") + value("DIM_PO")) * bits("bias_t")
         )
         out["expert tiles"] = (
-            token_tile * (value("DIM_P") * bits("norm_t") + value("EH_BUF") * bits("hid_t") + value("DIM_PO") * bits("act_t"))
+            token_tile
+            * (value("DIM_P") * bits("norm_t") + value("EH_BUF") * bits("hid_t") + value("DIM_PO") * bits("act_t"))
             + 2 * dim * 64
         )
     return out

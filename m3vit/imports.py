@@ -22,9 +22,9 @@ from pathlib import Path
 
 ROOT = "m3vit"
 TOP_MODULES = ("m3vit.cli", "m3vit.demo", "m3vit.imports")
-"""Modules of the top layer that live in the root folder."""
+"""Modules of the top layer that live in the root folder; its other modules (e.g. the error types) are layer 0."""
 ALLOWED: dict[str, frozenset[str]] = {
-    "m3vit": frozenset(),
+    "m3vit": frozenset({"m3vit"}),
     "codegen": frozenset({"m3vit", "codegen"}),
     "sim": frozenset({"m3vit", "codegen", "sim"}),
     "train": frozenset({"m3vit", "codegen", "sim", "train"}),
@@ -48,20 +48,18 @@ class Edge:
 
 def package_of(module: str) -> str:
     """The layer package of an ``m3vit`` module name: ``m3vit.sim.rtl.runner`` → ``sim``."""
-    if module == ROOT:
-        return "m3vit"
     if module in TOP_MODULES:
         return "top"
-    return module.split(".")[1]
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in CODE_PACKAGES else "m3vit"
 
 
 def module_files() -> dict[str, Path]:
     """Module name → source file of every Python module of the code packages, the root and the top."""
     files: dict[str, Path] = {}
     root_dir = Path(importlib.util.find_spec(ROOT).origin).parent
-    files[ROOT] = root_dir / "__init__.py"
-    for name in TOP_MODULES:
-        files[name] = root_dir / f"{name.split('.')[1]}.py"
+    for path in sorted(root_dir.glob("*.py")):
+        files[ROOT if path.stem == "__init__" else f"{ROOT}.{path.stem}"] = path
     for pkg in CODE_PACKAGES:
         spec = importlib.util.find_spec(f"{ROOT}.{pkg}")
         base = Path(next(iter(spec.submodule_search_locations)))

@@ -36,7 +36,7 @@ import math
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from m3vit.codegen.config import DesignConfig
@@ -400,6 +400,25 @@ class _Walker:
         finally:
             lib.clang_EvalResult_dispose(res)
 
+    def constant(self, cursor) -> bool:
+        """Whether an operand is a compile-time constant, also through casts and ap_int constructors."""
+        K = self.ci.CursorKind
+        c = cursor
+        while True:
+            if self.evaluate(c) is not None:
+                return True
+            kids = [k for k in c.get_children() if k.kind not in (K.TYPE_REF, K.TEMPLATE_REF, K.NAMESPACE_REF)]
+            if not kids:
+                return False
+            if c.kind == K.CALL_EXPR:
+                ref = c.referenced
+                if ref is None or ref.kind != K.CONSTRUCTOR or len(kids) != 1:
+                    return False
+            elif c.kind not in (K.UNEXPOSED_EXPR, K.PAREN_EXPR, K.CXX_FUNCTIONAL_CAST_EXPR, K.CSTYLE_CAST_EXPR,
+                                K.CXX_STATIC_CAST_EXPR):
+                return False
+            c = kids[-1]  # the cast operand (template arguments of the cast type come first)
+
     def type_bits(self, ty) -> int | None:
         """Width of an integer type: ap_int<W> / ap_uint<W> → W, built-in integers → their size."""
         can = ty.get_canonical()
@@ -482,7 +501,8 @@ class _Walker:
         access = {a["name"]: a.get("access", "rw") for a in regmap["args"] if a["kind"] == "pointer"}
         bundles: list[str] = []
         for p in fn.pragmas:
-            if p.directive != "INTERFACE" or (p.get("mode") or "").lower() != "m_axi" and "m_axi" not in p.options:
+            is_maxi = (p.get("mode") or "").lower() == "m_axi" or "m_axi" in p.options
+            if p.directive != "INTERFACE" or not is_maxi:
                 continue
             port, bundle = p.get("port"), p.get("bundle") or f"m_axi_{p.get('port')}"
             if port in params:
@@ -566,9 +586,8 @@ class _Walker:
                 self.table(ref)
         if kind in (K.BINARY_OPERATOR, K.COMPOUND_ASSIGNMENT_OPERATOR) and self.op(c) in ("*", "*="):
             self.multiply(c, list(c.get_children()), fn, loops)
-        if kind == K.CALL_EXPR:
-            if self.call(c, fn, loops, conds):
-                return
+        if kind == K.CALL_EXPR and self.call(c, fn, loops, conds):
+            return
         if kind in (K.FLOATING_LITERAL,) or (c.type.get_canonical().kind in
                                              (self.ci.TypeKind.FLOAT, self.ci.TypeKind.DOUBLE,
                                               self.ci.TypeKind.LONGDOUBLE, self.ci.TypeKind.HALF)):
@@ -600,7 +619,7 @@ class _Walker:
             else:
                 v0 = None
             if cond is not None:
-                lhs, rhs = list(cond.get_children())
+                _lhs, rhs = list(cond.get_children())
                 bound = self.evaluate(rhs)
                 const_bound = bound is not None and (v0 is not None or init is None)
                 if bound is not None and v0 is not None:
@@ -757,7 +776,7 @@ class _Walker:
     def multiply(self, c, operands: list, fn: _Fn, loops: list[_Loop]) -> None:
         if len(operands) != 2:
             return
-        if any(self.evaluate(o) is not None for o in operands):
+        if any(self.constant(o) for o in operands):
             return  # a constant factor: shift-and-add in LUTs (docs/performance.md §5)
         bits = [self.operand_bits(o) for o in operands]
         if any(b is None for b in bits):
@@ -891,8 +910,10 @@ def _storage(p: Pragma) -> str | None:
     return {"bram": "bram", "uram": "uram", "lutram": "lutram", "memory": None}.get(impl)
 
 
-def lint_project(cfg: DesignConfig, project: str | Path) -> LintReport:
-    """Lint the generated HLS project of ``cfg`` at ``project`` (raises LintError when it is not one)."""
+def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] | None = None) -> LintReport:
+    """Lint the generated HLS project of ``cfg`` at ``project`` (raises LintError when it is not one).
+
+    ``model``: the inventory the kernels must have (keys dsp, bram36, uram); default ``perf.resources(cfg)``."""
     import time
 
     t0 = time.perf_counter()
@@ -913,9 +934,11 @@ def lint_project(cfg: DesignConfig, project: str | Path) -> LintReport:
     muls = w.multipliers()
     totals = {"dsp": sum(m.dsp for m in muls), "bram36": sum(a.bram36 for a in arrays),
               "uram": sum(a.uram for a in arrays), "lutram": sum(a.lutram for a in arrays)}
-    model = resources(cfg)
-    perf = {"dsp": model.dsp, "bram36": model.bram36, "uram": model.uram,
-            "lutram": sum(b.lutram() for b in _model_lutram(cfg, model))}
+    if model is None:
+        est = resources(cfg)
+        model = {"dsp": est.dsp, "bram36": est.bram36, "uram": est.uram,
+                 "lutram": sum(b.lutram() for b in _model_lutram(cfg, est))}
+    perf = {"lutram": 0, **model}
     board_d = {"dsp": board.dsp, "bram36": board.bram36, "uram": board.uram, "lutram": board.lut}
     findings = w.findings + w.merged_findings()
     for k in FIT_RESOURCES:
@@ -924,13 +947,18 @@ def lint_project(cfg: DesignConfig, project: str | Path) -> LintReport:
             findings.append(Finding("fit", k, f"{totals[k]:,} {k} is {100 * totals[k] / max(board_d[k], 1):.0f} % of "
                                               f"the {cfg.hardware.board} ({board_d[k]:,}; limit "
                                               f"{100 * ARCH.util_limit:.0f} %)"))
-        if totals[k] != perf[k]:
-            findings.append(Finding("perf", k, f"lint counts {totals[k]:,} {k}, perf.resources models {perf[k]:,}"))
+    findings += compare_inventory(totals, perf)
     order = {c: i for i, c in enumerate(CHECKS)}
     findings.sort(key=lambda f: order[f.check])
     return LintReport(cfg.name, str(project), findings, arrays, muls, totals, perf, board_d,
                       functions=len(w.walked), loops=w.loops, maxi_accesses=w.maxi_accesses,
                       seconds=time.perf_counter() - t0)
+
+
+def compare_inventory(totals: dict[str, int], model: dict[str, int]) -> list[Finding]:
+    """One ``perf`` finding per resource (DSP, BRAM36, URAM) where the lint's count differs from the model's."""
+    return [Finding("perf", k, f"lint counts {totals[k]:,} {k}, the performance model {model[k]:,}")
+            for k in FIT_RESOURCES if totals[k] != model[k]]
 
 
 def _model_lutram(cfg: DesignConfig, model) -> list[Buffer]:
@@ -974,3 +1002,45 @@ def write_report(report: LintReport, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
     return path
+
+
+def run_lint(config: str, project: str | None = None, json_out: str | None = None) -> tuple[LintReport, Path]:
+    """Lint the generated project of ``config``: ``project`` as it is, or else ``build/<name>`` freshly generated.
+    Writes ``lint.json`` into the project (or ``json_out``); returns the report and the JSON path."""
+    from m3vit import build_dir
+    from m3vit.codegen.config import load_config
+
+    cfg = load_config(config)
+    folder = Path(project) if project else build_dir(cfg.name)
+    if project is None:
+        from m3vit.codegen.project import generate
+
+        generate(cfg, folder)
+    report = lint_project(cfg, folder)
+    return report, write_report(report, json_out or folder / "lint.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m m3vit.codegen.lint CONFIG [--project DIR] [--json FILE]``: exit 1 when a check fails."""
+    import argparse
+    import sys
+
+    from m3vit.codegen.config import ConfigError
+
+    ap = argparse.ArgumentParser(prog="python -m m3vit.codegen.lint", description=__doc__.splitlines()[0])
+    ap.add_argument("config", help="config file or preset name")
+    ap.add_argument("--project", help="lint this generated project as it is (default: generate build/<name>)")
+    ap.add_argument("--json", help="where to write the report (default PROJECT/lint.json)")
+    args = ap.parse_args(argv)
+    try:
+        report, path = run_lint(args.config, args.project, args.json)
+    except (ConfigError, LintError, FileNotFoundError) as err:
+        print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(report.table())
+    print(f"wrote {path}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,18 +30,23 @@ reads the project and never writes into it except ``lint.json`` (by :func:`write
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import math
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from m3vit.codegen.config import DesignConfig
+from m3vit import build_dir
+from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 from m3vit.codegen.hls import TOP_NAME, ap_types_dir
-from m3vit.codegen.perf import ARCH, Buffer, macs_per_dsp, place_buffers, resources
+from m3vit.codegen.perf import ARCH, Buffer, buffers, macs_per_dsp, place_buffers, resources
+from m3vit.codegen.project import generate
 from m3vit.codegen.vivado import assign_hp_ports, render_bitstream_tcl
 
 CHECKS = ("burst", "tripcount", "ii", "maxi", "datapath", "fit", "perf")
@@ -327,11 +332,10 @@ class _Walker:
         self.ci = _clang()
         self.tu, self.src, self.cfg = tu, src.resolve(), cfg
         self.findings: list[Finding] = []
-        self.arrays: dict[str, tuple[int, tuple[int, ...], list[Pragma], bool]] = {}
+        self.arrays: dict[str, tuple[int, tuple[int, ...], list[Pragma]]] = {}  # elem bits, dims
         self.muls: dict[str, list[tuple[str, int, int, int]]] = {}  # fn usr → (where, a, b, lanes)
         self.fn_names: dict[str, str] = {}
         self.fn_pragmas: dict[str, list[Pragma]] = {}
-        self.fn_callees: dict[str, list[str]] = {}
         self.replication: dict[str, int] = {}
         self.walked: set[tuple[str, frozenset]] = set()
         self.stack: list[str] = []
@@ -534,7 +538,6 @@ class _Walker:
         key = (fn.usr, frozenset(fn.maxi.items()))
         self.fn_names[fn.usr] = fn.name
         self.fn_pragmas.setdefault(fn.usr, fn.pragmas)
-        self.fn_callees.setdefault(fn.usr, [])
         self.replication[fn.usr] = max(self.replication.get(fn.usr, 1), fn.replication)
         if key in self.walked:
             return
@@ -631,9 +634,8 @@ class _Walker:
         for p in prag:
             if p.directive == "PIPELINE" and p.get("off") is None and not p.get("ii"):
                 self.add("ii", c, f"PIPELINE of loop {label} does not name its II", fn.name)
-        if trip is None and (loop.unroll() > 1 or any(lp.pipelined for lp in loops)) and \
-                any(p.directive == "UNROLL" for p in prag):
-            self.add("tripcount", c, f"unrolled loop {label} has no constant trip count", fn.name)
+        if trip is None and any(p.directive == "UNROLL" and not p.get("factor") for p in prag):
+            self.add("tripcount", c, f"fully unrolled loop {label} has no constant trip count", fn.name)
         for k in c.get_children():
             self.visit(k, fn, [*loops, loop], conds)
 
@@ -692,27 +694,24 @@ class _Walker:
             return
         static = d.storage_class == self.ci.StorageClass.STATIC
         can = d.type.get_canonical()
-        pragmas = [p for p in self.pragmas_in_fn(fn) if p.get("variable") == d.spelling]
+        pragmas = [p for p in fn.pragmas if p.get("variable") == d.spelling]
         if can.kind == K.RECORD and static:
             for f in can.get_fields():
                 s = self.shape(f.type)
                 if s:
-                    self.arrays[f"{fn.name}::{d.spelling}.{f.spelling}#{fn.usr}"] = (s[0], s[1], [], True)
+                    self.arrays[f"{fn.name}::{d.spelling}.{f.spelling}#{fn.usr}"] = (s[0], s[1], [])
             return
         s = self.shape(d.type)
         if s is None:
             return
         bits = s[0] * math.prod(s[1])
         if static or bits >= INVENTORY_MIN_BITS:
-            self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (s[0], s[1], pragmas, static)
+            self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (s[0], s[1], pragmas)
 
     def table(self, ref) -> None:
         s = self.shape(ref.type)
         if s is not None:
-            self.arrays[f"cfg::{ref.spelling}#table"] = (s[0], s[1], [], True)
-
-    def pragmas_in_fn(self, fn: _Fn) -> list[Pragma]:
-        return fn.pragmas
+            self.arrays[f"cfg::{ref.spelling}#table"] = (s[0], s[1], [])
 
     def access(self, c, fn: _Fn, loops: list[_Loop], conds: list) -> None:
         kids = list(c.get_children())
@@ -802,10 +801,11 @@ class _Walker:
         fdef = ref.get_definition()
         if fdef is None or not self.in_kernel(fdef) or ref.kind not in (K.FUNCTION_DECL,):
             return False
-        usr = fdef.get_usr() + "|" + fdef.displayname + "|" + ",".join(
+        targs = ",".join(
             str(fdef.get_template_argument_value(i)) if fdef.get_template_argument_kind(i).name == "INTEGRAL"
-            else fdef.get_template_argument_type(i).get_canonical().spelling
+            else fdef.get_template_argument_type(i).get_canonical().spelling.replace("m3vit::", "")
             for i in range(max(0, fdef.get_num_template_arguments())))
+        usr = f"{fdef.get_usr()}<{targs}>"  # one per instantiation
         if usr in self.stack:
             self.add("datapath", c, f"recursion: {name} calls itself (through {len(self.stack)} frames)", fn.name)
             return True
@@ -820,12 +820,7 @@ class _Walker:
             b = self.base_decl(a)
             if b is not None and (b.get_usr() or b.spelling) in fn.maxi:
                 maxi[p.get_usr() or p.spelling] = fn.maxi[b.get_usr() or b.spelling]
-        targs = ",".join(
-            str(fdef.get_template_argument_value(i)) if fdef.get_template_argument_kind(i).name == "INTEGRAL"
-            else fdef.get_template_argument_type(i).get_canonical().spelling.replace("m3vit::", "")
-            for i in range(max(0, fdef.get_num_template_arguments())))
         label = f"{name}<{targs}>" if fdef.get_num_template_arguments() > 0 else name
-        self.fn_callees[fn.usr].append(usr)
         callee = _Fn(usr, label, self.pragmas_in(fdef), maxi, fn.replication * self.lanes(loops))
         self.function(fdef, callee)
         return True
@@ -914,8 +909,6 @@ def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] |
     """Lint the generated HLS project of ``cfg`` at ``project`` (raises LintError when it is not one).
 
     ``model``: the inventory the kernels must have (keys dsp, bram36, uram); default ``perf.resources(cfg)``."""
-    import time
-
     t0 = time.perf_counter()
     project = Path(project)
     src = check_project(project, cfg)
@@ -962,8 +955,6 @@ def compare_inventory(totals: dict[str, int], model: dict[str, int]) -> list[Fin
 
 
 def _model_lutram(cfg: DesignConfig, model) -> list[Buffer]:
-    from m3vit.codegen.perf import buffers
-
     return [b for b in buffers(cfg) if model.placement.get(b.name) == "lutram"]
 
 
@@ -971,7 +962,7 @@ def _inventory(w: _Walker, board) -> list[ArrayUse]:
     bufs: list[Buffer] = []
     bound: dict[str, str] = {}
     meta = {}
-    for key, (elem_bits, dims, pragmas, _static) in sorted(w.arrays.items()):
+    for key, (elem_bits, dims, pragmas) in sorted(w.arrays.items()):
         shape = _banks(elem_bits, dims, pragmas)
         if shape is None:
             continue
@@ -1007,14 +998,9 @@ def write_report(report: LintReport, path: str | Path) -> Path:
 def run_lint(config: str, project: str | None = None, json_out: str | None = None) -> tuple[LintReport, Path]:
     """Lint the generated project of ``config``: ``project`` as it is, or else ``build/<name>`` freshly generated.
     Writes ``lint.json`` into the project (or ``json_out``); returns the report and the JSON path."""
-    from m3vit import build_dir
-    from m3vit.codegen.config import load_config
-
     cfg = load_config(config)
     folder = Path(project) if project else build_dir(cfg.name)
     if project is None:
-        from m3vit.codegen.project import generate
-
         generate(cfg, folder)
     report = lint_project(cfg, folder)
     return report, write_report(report, json_out or folder / "lint.json")
@@ -1022,11 +1008,6 @@ def run_lint(config: str, project: str | None = None, json_out: str | None = Non
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m m3vit.codegen.lint CONFIG [--project DIR] [--json FILE]``: exit 1 when a check fails."""
-    import argparse
-    import sys
-
-    from m3vit.codegen.config import ConfigError
-
     ap = argparse.ArgumentParser(prog="python -m m3vit.codegen.lint", description=__doc__.splitlines()[0])
     ap.add_argument("config", help="config file or preset name")
     ap.add_argument("--project", help="lint this generated project as it is (default: generate build/<name>)")

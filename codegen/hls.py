@@ -24,6 +24,7 @@ knows no simulator and no board driver; ``m3vit.sim.csim`` compiles what it writ
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 import shutil
@@ -68,6 +69,20 @@ MAX_NATIVE_BITS = 63
 """Every intermediate kept in a 64-bit register must fit 63 bits (the golden model's int64 as well)."""
 COSIM_IMAGES = 1
 """Images per call the m_axi ``depth`` pragmas are sized for (the testbench runs one image per call)."""
+
+
+def ap_types_dir() -> Path:
+    """The Xilinx ap_types headers (ap_int.h, …) inside the installed hls4ml package (never copied or committed)."""
+    try:
+        root = importlib.resources.files("hls4ml")
+    except ModuleNotFoundError:
+        raise FileNotFoundError(
+            "the ap_types headers come from the hls4ml package, which is not installed: pip install hls4ml"
+        ) from None
+    path = Path(str(root)) / "templates" / "vivado" / "ap_types"
+    if not (path / "ap_int.h").exists():
+        raise FileNotFoundError(f"hls4ml is installed but {path}/ap_int.h is missing")
+    return path
 
 
 # ------------------------------------------------------------------------------------ top signature

@@ -72,6 +72,19 @@ def cmd_csim(args: argparse.Namespace) -> int:
     return csim_main(argv)
 
 
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Static check of the generated HLS project (libclang): bursts, trip counts, II, m_axi, datapath, resources."""
+    from m3vit.codegen.lint import LintError, run_lint
+
+    try:
+        report, path = run_lint(args.config, args.project, args.json)
+    except LintError as err:
+        raise UserError(str(err)) from None
+    print(report.table())
+    print(f"wrote {path}")
+    return 0 if report.ok else 1
+
+
 # ------------------------------------------------------------------------------------------ weights
 def load_float_model(cfg: DesignConfig, model: str, seed: int, allow_missing: bool = False):
     """A reference model with the weights of ``model``: a checkpoint file, or ``random`` (trained-scale init).
@@ -226,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("csim", cmd_csim)
     p.add_argument("-o", "--out", help="project directory (default build/<name>)")
     p.add_argument("--no-layers", action="store_true", help="compare final tokens only")
+    p = add("lint", cmd_lint)
+    p.add_argument("--project", help="lint this generated project as it is (default: generate build/<name>)")
+    p.add_argument("--json", help="where to write the report (default PROJECT/lint.json)")
     p = sub.add_parser("pack", help=cmd_pack.__doc__, description=cmd_pack.__doc__)
     p.add_argument("model", help="checkpoint (.safetensors, or .pt/.pth loaded with weights_only) or 'random'")
     p.add_argument("config", help="config file or preset name")

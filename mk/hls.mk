@@ -16,3 +16,9 @@ hls: install
 
 bench-csim: install
 	$(PY) -c "from m3vit.sim.csim import bench_csim; bench_csim()"
+
+# make hls-lint CONFIG=…        static check of the generated project (libclang): bursts, trip counts, II, m_axi
+#                               pragmas, datapath, resource inventory vs the model and the board; writes lint.json
+.PHONY: hls-lint
+hls-lint: install
+	$(VENV)/bin/m3vit lint $(CONFIG)

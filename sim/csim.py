@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
-import importlib.resources
 import os
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ import numpy as np
 
 from m3vit import BUILD_ROOT, build_dir
 from m3vit.codegen.config import DesignConfig, load_config
+from m3vit.codegen.hls import ap_types_dir as hls_ap_types_dir
 from m3vit.codegen.layout import (
     layer_taps,
     pack_images,
@@ -65,15 +65,9 @@ class CsimError(RuntimeError):
 def ap_types_dir() -> Path:
     """The Xilinx ap_types headers (ap_int.h, …) inside the installed hls4ml package."""
     try:
-        root = importlib.resources.files("hls4ml")
-    except ModuleNotFoundError:
-        raise CsimError(
-            "C simulation needs the ap_types headers of the hls4ml package: pip install hls4ml"
-        ) from None
-    path = Path(str(root)) / "templates" / "vivado" / "ap_types"
-    if not (path / "ap_int.h").exists():
-        raise CsimError(f"hls4ml is installed but {path}/ap_int.h is missing")
-    return path
+        return hls_ap_types_dir()
+    except FileNotFoundError as err:
+        raise CsimError(f"C simulation: {err}") from None
 
 
 def _sources(project: Path) -> list[Path]:

@@ -29,32 +29,85 @@ from m3vit.codegen.perf.arch import (
 # ------------------------------------------------------------------------------------ memory
 @dataclass(frozen=True)
 class Buffer:
-    """An on-chip buffer: ``bits`` stored, read/written ``width`` bits per cycle (its port width)."""
+    """An on-chip buffer: ``bits`` stored in ``banks`` equal memories, each read/written ``width`` bits per cycle
+    (its port width). The model's buffers are single memories; the HLS lint's partitioned arrays have banks."""
 
     name: str
     bits: int
     width: int
     note: str = ""
+    banks: int = 1
 
     @property
     def bytes(self) -> int:
         return ceil_div(self.bits, 8)
 
     @property
+    def bank_bits(self) -> int:
+        return ceil_div(self.bits, self.banks)
+
+    @property
     def depth(self) -> int:
-        return ceil_div(self.bits, self.width)
+        """Words per bank."""
+        return ceil_div(self.bank_bits, self.width)
 
     def bram36(self) -> int:
-        """BRAM36 blocks for this width and depth (best SDP aspect ratio)."""
-        return min(ceil_div(self.width, w) * ceil_div(self.depth, d) for w, d in BRAM36_SHAPES)
+        """BRAM36 blocks for this width and depth (best SDP aspect ratio), every bank its own."""
+        return self.banks * min(ceil_div(self.width, w) * ceil_div(self.depth, d) for w, d in BRAM36_SHAPES)
 
     def uram(self) -> int:
         w, d = URAM_SHAPE
-        return ceil_div(self.width, w) * ceil_div(self.depth, d)
+        return self.banks * ceil_div(self.width, w) * ceil_div(self.depth, d)
 
     def lutram(self) -> int:
         """LUTs as simple dual-port distributed RAM (RAM64M8: 7 bits × 64 words per 8 LUTs)."""
-        return ceil_div(self.width * ceil_div(self.depth, 64) * 8, 7)
+        return self.banks * ceil_div(self.width * ceil_div(self.depth, 64) * 8, 7)
+
+
+STORAGE_KINDS = ("bram", "uram", "lutram")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each buffer went ("bram", "uram" or "lutram") and the blocks / LUTs that takes."""
+
+    kind: dict[str, str]
+    bram36: int
+    uram: int
+    lutram: int
+
+
+def place_buffers(bufs: list[Buffer], uram_cap: int, bound: dict[str, str] | None = None) -> Placement:
+    """The one storage rule (docs/performance.md §5), shared by :func:`resources` and the HLS lint.
+
+    Largest buffers first: a buffer named in ``bound`` (an HLS ``BIND_STORAGE impl``) goes where it is bound;
+    otherwise small (≤ LUTRAM_MAX_BITS per bank) or shallow (≤ LUTRAM_MAX_DEPTH words) ones into LUTRAM,
+    big deep ones into URAM while ``uram_cap`` blocks last and their URAMs hold at most twice the capacity of
+    the BRAM36s they would otherwise need, the rest into BRAM36."""
+    bound = bound or {}
+    for name, kind in bound.items():
+        if kind not in STORAGE_KINDS:
+            raise ValueError(f"buffer {name!r}: storage kind {kind!r} is not one of {', '.join(STORAGE_KINDS)}")
+    bram = uram = lutram = 0
+    kind: dict[str, str] = {}
+    for b in sorted(bufs, key=lambda b: -b.bits):
+        k = bound.get(b.name)
+        if k is None:
+            if b.bank_bits <= LUTRAM_MAX_BITS or b.depth <= LUTRAM_MAX_DEPTH:
+                k = "lutram"
+            elif b.bank_bits >= URAM_BITS and uram + b.uram() <= uram_cap and 8 * b.uram() <= 2 * b.bram36():
+                # a URAM holds 8 BRAM36 worth of bits; wide, shallow buffers waste most of it
+                k = "uram"
+            else:
+                k = "bram"
+        kind[b.name] = k
+        if k == "lutram":
+            lutram += b.lutram()
+        elif k == "uram":
+            uram += b.uram()
+        else:
+            bram += b.bram36()
+    return Placement(kind, bram, uram, lutram)
 
 
 def buffers(cfg: DesignConfig, arch: Arch = ARCH, expert_slots: int = 2) -> list[Buffer]:
@@ -173,22 +226,8 @@ def resources(cfg: DesignConfig, arch: Arch = ARCH, expert_slots: int = 2) -> Re
     board = hw.board_spec
     ln = lanes(cfg)
     dsps = dsp_by_unit(cfg)
-    uram_cap = math.floor(arch.util_limit * board.uram)
-    bram = uram = lutram = 0
-    placement: dict[str, str] = {}
-    # big, deep buffers first into URAM while it lasts; everything else into BRAM36 (small ones into LUTs)
-    bufs = sorted(buffers(cfg, arch, expert_slots), key=lambda b: -b.bits)
-    for b in bufs:
-        if b.bits <= LUTRAM_MAX_BITS or b.depth <= LUTRAM_MAX_DEPTH:
-            placement[b.name] = "lutram"
-            lutram += b.lutram()
-        elif b.bits >= URAM_BITS and uram + b.uram() <= uram_cap and 8 * b.uram() <= 2 * b.bram36():
-            # a URAM holds 8 BRAM36 worth of bits; wide, shallow buffers waste most of it
-            placement[b.name] = "uram"
-            uram += b.uram()
-        else:
-            placement[b.name] = "bram"
-            bram += b.bram36()
+    placed = place_buffers(buffers(cfg, arch, expert_slots), math.floor(arch.util_limit * board.uram))
+    bram, uram, lutram = placed.bram36, placed.uram, placed.lutram
     lanes_ma = hw.mac_in * hw.mac_out
     axi_scale = hw.axi_data_bits / 128
     lut = (
@@ -211,6 +250,6 @@ def resources(cfg: DesignConfig, arch: Arch = ARCH, expert_slots: int = 2) -> Re
         + 80 * ln.exp + 100 * (ln.acc + ln.ln + ln.out + ln.router) + 3 * 800
     )
     return Resources(dsp=sum(dsps.values()), bram36=bram, uram=uram, lut=lut, ff=ff, dsp_by_unit=dsps,
-                     placement=placement)
+                     placement=placed.kind)
 
 

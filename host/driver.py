@@ -14,8 +14,10 @@ switching tasks writes one register and re-uploads nothing.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,8 +64,11 @@ class Accelerator:
     ) -> None:
         self.cfg, self.regmap, self.device, self.weights = cfg, regmap, device, weights
         self.timeout_s = timeout_s
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         self._lock = threading.RLock()
         self._task: int | None = None
+        self._in_flight = False  # a kernel run was started and not yet seen finished
         self._host_saturation: dict[str, dict[str, int]] = {}
         self.last_kernel_s = 0.0
         self._closed = False
@@ -77,6 +82,17 @@ class Accelerator:
         self._alloc_io(max_batch)
         for name in ("weights", "scratch"):
             self._write_pointer(name, self._buffers[name].device_address)
+
+    @property
+    def timeout_s(self) -> float:
+        """Seconds to wait for ap_done (and for an earlier, interrupted call to finish) before giving up."""
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {value!r}")
+        self._timeout_s = float(value)
 
     # ------------------------------------------------------------------------------ constructors
     @classmethod
@@ -191,6 +207,7 @@ class Accelerator:
         """One kernel call on packed input bytes: flush, registers, ap_start, wait, invalidate, unpack."""
         with self._lock:
             self._check_open()
+            self._wait_idle()  # before the input buffer or any register is touched
             if batch > self._batch:
                 self._alloc_io(batch)
             inp, out = self._buffers["input"], self._buffers["output"]
@@ -216,21 +233,37 @@ class Accelerator:
             counts = read_saturation(self.cfg, np.asarray(scratch))
         return {**{k: v for k, v in counts.items() if v}, **self._host_saturation}
 
-    def _start_and_wait(self) -> None:
-        t_start = time.perf_counter()
-        self.device.write(CTRL, AP_START)
+    def _poll(self, finished: Callable[[int], bool], what: str) -> None:
+        """Poll the control register until ``finished(ctrl)``; AcceleratorTimeoutError after ``timeout_s``."""
         deadline = time.monotonic() + self.timeout_s
         delay = 1e-4
         while True:
             ctrl = self.device.read(CTRL)
-            if ctrl & (AP_DONE | AP_IDLE) and not ctrl & AP_START:
-                break
+            if finished(ctrl):
+                return
             if time.monotonic() > deadline:
-                raise AcceleratorTimeoutError(
-                    f"kernel did not finish within {self.timeout_s:g} s; registers: {self._dump(ctrl)}"
-                )
+                raise AcceleratorTimeoutError(f"{what} within {self.timeout_s:g} s; registers: {self._dump(ctrl)}")
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+
+    def _wait_idle(self) -> None:
+        """Wait until the kernel is idle (ap_idle high, ap_start low).
+
+        A call interrupted while waiting for ap_done (Ctrl-C) or timed out leaves its kernel running; its
+        results must never be read as the next call's, and its input must not change under it. Reading the
+        control register here also clears that run's ap_done (clear-on-read), so the next poll only sees
+        the new run's."""
+        what = ("an earlier kernel call (interrupted or timed out) did not finish; call reset(), then retry"
+                if self._in_flight else "the kernel is busy (started by someone else?) and did not become idle")
+        self._poll(lambda ctrl: bool(ctrl & AP_IDLE) and not ctrl & AP_START, what)
+        self._in_flight = False
+
+    def _start_and_wait(self) -> None:
+        t_start = time.perf_counter()
+        self._in_flight = True  # cleared only once this run is seen finished (here or by _wait_idle)
+        self.device.write(CTRL, AP_START)
+        self._poll(lambda ctrl: bool(ctrl & (AP_DONE | AP_IDLE)) and not ctrl & AP_START, "kernel did not finish")
+        self._in_flight = False
         self.last_kernel_s = time.perf_counter() - t_start
         err = getattr(self.device, "error", None)
         if err is not None:
@@ -252,6 +285,9 @@ class Accelerator:
 
     def benchmark(self, n: int = 10, batch: int = 1, task: str | int = 0) -> dict[str, float]:
         """Latency and throughput over ``n`` runs of ``batch`` images (like FINN's throughput_test)."""
+        for name, value in (("n", n), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"benchmark {name} must be an integer >= 1, got {value!r}")
         m = self.cfg.model
         images = np.zeros((batch, m.in_channels, *m.image_size), np.float32)
         self.run(images, task)  # warm-up, sets the task
@@ -279,6 +315,7 @@ class Accelerator:
             self._check_open()
             self.device.reset()
             self._task = None
+            self._in_flight = False
             for name in ("weights", "scratch", "input", "output"):
                 self._write_pointer(name, self._buffers[name].device_address)
 

@@ -28,7 +28,6 @@ State-dict keys follow the public M³ViT checkpoints (without their ``module.bac
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -433,8 +432,6 @@ class M3ViT(nn.Module):
     # -- input checks -------------------------------------------------------------------------------
     def task_index(self, task: str | int) -> int:
         """Index of ``task`` (a name or an index); ValueError listing the tasks if unknown."""
-        if not isinstance(task, (str, bool)) and hasattr(task, "__index__"):
-            task = operator.index(task)  # numpy / 0-d tensor integers
         return self.cfg.model.task_index(task)
 
     def _check_images(self, images: object) -> Tensor:

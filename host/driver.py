@@ -281,7 +281,14 @@ class Accelerator:
     def predict(self, images: np.ndarray, task: str | int) -> np.ndarray:
         """Task output [B, channels, H, W]: backbone on the accelerator, the task head on the CPU."""
         name = self.cfg.model.task_names[self.cfg.model.task_index(task)]
-        return task_head(self.cfg, self.run(images, name), name, self.weights.host)
+        tokens = self.run(images, name)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the head's name
+            out = task_head(self.cfg, tokens, name, self.weights.host)
+        if not np.all(np.isfinite(out)):
+            bad = int(np.count_nonzero(~np.isfinite(out)))
+            raise AcceleratorError(f"the {name} head produced {bad} non-finite values (NaN or inf) of {out.size}; "
+                                   f"its weights in the .m3w are too large for float32")
+        return out
 
     def benchmark(self, n: int = 10, batch: int = 1, task: str | int = 0) -> dict[str, float]:
         """Latency and throughput over ``n`` runs of ``batch`` images (like FINN's throughput_test)."""

@@ -231,3 +231,22 @@ def test_pack_refuses_non_finite_head_tensors(packed, tmp_path) -> None:
         with pytest.raises(WeightsError, match=r"heads\.depth\.proj\.bias holds 1 non-finite"):
             pack_model(cfg, broken, tmp_path / "x.m3w")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(packed, tmp_path, monkeypatch) -> None:
+    cfg, sd, path, _ = packed
+    target = tmp_path / "w.m3w"
+    target.write_bytes(b"previous")
+
+    def broken_replace(src, dst) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        pack_model(cfg, sd, target)
+    assert target.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["w.m3w"]
+    monkeypatch.undo()
+    with pytest.raises(WeightsError, match="is a directory"):
+        pack_model(cfg, sd, tmp_path)
+    pack_model(cfg, sd, target)
+    assert target.read_bytes() == path.read_bytes()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 pynq = pytest.importorskip("pynq", reason="pynq is not installed")
@@ -20,14 +18,47 @@ def test_driver_is_bound_to_the_generated_ip() -> None:
     assert f"xilinx.com:hls:{register_map()['top']}:1.0" == VLNV
 
 
-def test_hwh_register_check() -> None:
-    regmap = RegisterMap(json.loads(json.dumps(register_map())))
-    hwh = {a["name"] + ("_1" if a["kind"] == "pointer" else ""): {"address_offset": a["offset"]}
-           for a in register_map()["args"]}
-    check_hwh_registers(regmap, hwh)  # agrees
-    hwh["task"]["address_offset"] += 8
-    with pytest.raises(RuntimeError, match=r"register .task. is at 0x20 in the \.hwh but at 0x18"):
-        check_hwh_registers(regmap, hwh)
+def _hwh(reserved_suffix: bool = False) -> dict[str, dict]:
+    """Registers as pynq parses them from a Vitis HLS .hwh: scalars by name, pointers as NAME_1 / NAME_2;
+    with ``reserved_suffix`` HDL reserved words get HLS's ``_r`` (``input_r_1``)."""
+    regs = {"CTRL": {"address_offset": 0}}
+    for a in register_map()["args"]:
+        base = a["name"] + ("_r" if reserved_suffix and a["name"] in ("input", "output") else "")
+        if a["kind"] == "pointer":
+            regs[f"{base}_1"] = {"address_offset": a["data_offsets"][0]}
+            regs[f"{base}_2"] = {"address_offset": a["data_offsets"][1]}
+        else:
+            regs[base] = {"address_offset": a["offset"]}
+    return regs
+
+
+@pytest.mark.parametrize("reserved_suffix", [False, True])
+def test_hwh_register_check_accepts_the_generated_map(reserved_suffix: bool) -> None:
+    check_hwh_registers(RegisterMap(register_map()), _hwh(reserved_suffix), "m3vit_top_0")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda r: r["task"].update(address_offset=r["task"]["address_offset"] + 8),
+         r"register 'task' is at 0x20 in the \.hwh but at 0x18"),
+        (lambda r: r.pop("task"), r"register 'task' \(argument 'task'\) is not in the \.hwh of m3vit_top_0"),
+        (lambda r: r.pop("weights_1"), r"register 'weights_1' \(argument 'weights'\) is not in the \.hwh"),
+        (lambda r: r.pop("output_2"), r"register 'output_2' \(the high word of pointer 'output'\) is not in"),
+        (lambda r: r["scratch_2"].update(address_offset=r["scratch_2"]["address_offset"] + 4),
+         r"register 'scratch_2' is at 0x44 in the \.hwh but at 0x40"),
+        (lambda r: r["input_1"].pop("address_offset"), r"register .input_1. in the \.hwh of m3vit_top_0 has no"),
+        (lambda r: r.clear(), r"pynq found no registers for m3vit_top_0 in the \.hwh"),
+    ],
+)
+def test_hwh_register_check_is_strict(edit, needle: str) -> None:
+    regs = _hwh()
+    edit(regs)
+    with pytest.raises(RuntimeError, match=needle) as err:
+        check_hwh_registers(RegisterMap(register_map()), regs, "m3vit_top_0")
+    assert "\n" not in str(err.value)
+    with pytest.raises(RuntimeError, match="no registers"):
+        check_hwh_registers(RegisterMap(register_map()), None, "m3vit_top_0")
 
 
 def test_missing_bitstream_files_are_named(tmp_path) -> None:

@@ -51,6 +51,13 @@ class Device(Protocol):
     def reset(self) -> None: ...
 
 
+def checked_timeout(value: object) -> float:
+    """``value`` as a time-out in seconds; ValueError unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 class Accelerator:
     """Runs the M³ViT backbone on the accelerator; ``predict`` adds the task heads on the CPU.
 
@@ -90,9 +97,7 @@ class Accelerator:
 
     @timeout_s.setter
     def timeout_s(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {value!r}")
-        self._timeout_s = float(value)
+        self._timeout_s = checked_timeout(value)
 
     # ------------------------------------------------------------------------------ constructors
     @classmethod
@@ -103,6 +108,8 @@ class Accelerator:
         """The digital twin: same driver, a simulated device running the generated C-simulation library."""
         from m3vit.host.csim_device import csim_device
 
+        if "timeout_s" in kwargs:
+            checked_timeout(kwargs["timeout_s"])  # before the C simulation is built
         cfg = cfg if isinstance(cfg, DesignConfig) else load_config(cfg)
         w = weights if isinstance(weights, Weights) else load_weights(weights, cfg)
         device, regmap = csim_device(cfg, project_dir)
@@ -120,6 +127,8 @@ class Accelerator:
         """
         from m3vit.host.pynq_device import open_overlay
 
+        if "timeout_s" in kwargs:
+            checked_timeout(kwargs["timeout_s"])  # before the bitstream is downloaded
         bitfile = Path(bitfile)
         cfg = load_config(config or bitfile.with_suffix(".yaml"))
         regmap = RegisterMap.load(bitfile.with_name("register_map.json"))

@@ -26,7 +26,8 @@ class M3ViTIP(pynq.DefaultIP):
     overlay: pynq.Overlay | None = None
 
     def allocate(self, shape: Any, dtype: Any = np.uint8, cacheable: bool = True) -> Any:
-        return pynq.allocate(shape, dtype, cacheable=cacheable)
+        """A ``pynq.PynqBuffer`` on this IP's device (``pynq.allocate``; same signature in PYNQ 3.0–4.0)."""
+        return pynq.allocate(shape, dtype, target=self.device, cacheable=cacheable)
 
     def reset(self) -> None:
         """An HLS block has no soft reset: re-download the bitstream (DDR buffers survive)."""

@@ -243,7 +243,8 @@ class Accelerator:
         return {**{k: v for k, v in counts.items() if v}, **self._host_saturation}
 
     def _poll(self, finished: Callable[[int], bool], what: str) -> None:
-        """Poll the control register until ``finished(ctrl)``; AcceleratorTimeoutError after ``timeout_s``."""
+        """Poll the control register until ``finished(ctrl)``; after ``timeout_s`` an AcceleratorTimeoutError
+        whose message is ``what`` (``{t}`` = the time-out) and a register dump."""
         deadline = time.monotonic() + self.timeout_s
         delay = 1e-4
         while True:
@@ -251,7 +252,7 @@ class Accelerator:
             if finished(ctrl):
                 return
             if time.monotonic() > deadline:
-                raise AcceleratorTimeoutError(f"{what} within {self.timeout_s:g} s; registers: {self._dump(ctrl)}")
+                raise AcceleratorTimeoutError(f"{what.format(t=f'{self.timeout_s:g}')}; registers: {self._dump(ctrl)}")
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
 
@@ -262,8 +263,8 @@ class Accelerator:
         results must never be read as the next call's, and its input must not change under it. Reading the
         control register here also clears that run's ap_done (clear-on-read), so the next poll only sees
         the new run's."""
-        what = ("an earlier kernel call (interrupted or timed out) did not finish; call reset(), then retry"
-                if self._in_flight else "the kernel is busy (started by someone else?) and did not become idle")
+        what = ("an earlier kernel call (interrupted or timed out) did not finish within {t} s; call reset(), then "
+                "retry" if self._in_flight else "the kernel was busy (started elsewhere?) and not idle within {t} s")
         self._poll(lambda ctrl: bool(ctrl & AP_IDLE) and not ctrl & AP_START, what)
         self._in_flight = False
 
@@ -271,7 +272,8 @@ class Accelerator:
         t_start = time.perf_counter()
         self._in_flight = True  # cleared only once this run is seen finished (here or by _wait_idle)
         self.device.write(CTRL, AP_START)
-        self._poll(lambda ctrl: bool(ctrl & (AP_DONE | AP_IDLE)) and not ctrl & AP_START, "kernel did not finish")
+        self._poll(lambda ctrl: bool(ctrl & (AP_DONE | AP_IDLE)) and not ctrl & AP_START,
+                   "kernel did not finish within {t} s")
         self._in_flight = False
         self.last_kernel_s = time.perf_counter() - t_start
         err = getattr(self.device, "error", None)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import keyword
 import math
+import operator
 import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -250,8 +251,13 @@ class ModelConfig(_Strict):
         return [t.name for t in self.tasks]
 
     def task_index(self, task: str | int) -> int:
-        """Index of ``task`` (a name or an index); raises ValueError listing the tasks if unknown."""
+        """Index of ``task``: a name, an integer index (numpy integers too) or its decimal string (``"1"``, as
+        typed on a command line; names cannot start with a digit). ValueError listing the tasks if unknown."""
         names = self.task_names
+        if isinstance(task, str) and task.isascii() and task.isdecimal():
+            task = int(task)
+        elif not isinstance(task, (str, bool)) and hasattr(task, "__index__"):
+            task = operator.index(task)  # numpy / 0-d tensor integers
         if isinstance(task, int) and not isinstance(task, bool) and 0 <= task < len(names):
             return task
         if isinstance(task, str) and task in names:

@@ -14,8 +14,10 @@ switching tasks writes one register and re-uploads nothing.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +51,13 @@ class Device(Protocol):
     def reset(self) -> None: ...
 
 
+def checked_timeout(value: object) -> float:
+    """``value`` as a time-out in seconds; ValueError unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 class Accelerator:
     """Runs the M³ViT backbone on the accelerator; ``predict`` adds the task heads on the CPU.
 
@@ -62,8 +71,11 @@ class Accelerator:
     ) -> None:
         self.cfg, self.regmap, self.device, self.weights = cfg, regmap, device, weights
         self.timeout_s = timeout_s
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         self._lock = threading.RLock()
         self._task: int | None = None
+        self._in_flight = False  # a kernel run was started and not yet seen finished
         self._host_saturation: dict[str, dict[str, int]] = {}
         self.last_kernel_s = 0.0
         self._closed = False
@@ -78,6 +90,15 @@ class Accelerator:
         for name in ("weights", "scratch"):
             self._write_pointer(name, self._buffers[name].device_address)
 
+    @property
+    def timeout_s(self) -> float:
+        """Seconds to wait for ap_done (and for an earlier, interrupted call to finish) before giving up."""
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self._timeout_s = checked_timeout(value)
+
     # ------------------------------------------------------------------------------ constructors
     @classmethod
     def simulated(
@@ -87,6 +108,8 @@ class Accelerator:
         """The digital twin: same driver, a simulated device running the generated C-simulation library."""
         from m3vit.host.csim_device import csim_device
 
+        if "timeout_s" in kwargs:
+            checked_timeout(kwargs["timeout_s"])  # before the C simulation is built
         cfg = cfg if isinstance(cfg, DesignConfig) else load_config(cfg)
         w = weights if isinstance(weights, Weights) else load_weights(weights, cfg)
         device, regmap = csim_device(cfg, project_dir)
@@ -104,6 +127,8 @@ class Accelerator:
         """
         from m3vit.host.pynq_device import open_overlay
 
+        if "timeout_s" in kwargs:
+            checked_timeout(kwargs["timeout_s"])  # before the bitstream is downloaded
         bitfile = Path(bitfile)
         cfg = load_config(config or bitfile.with_suffix(".yaml"))
         regmap = RegisterMap.load(bitfile.with_name("register_map.json"))
@@ -191,6 +216,7 @@ class Accelerator:
         """One kernel call on packed input bytes: flush, registers, ap_start, wait, invalidate, unpack."""
         with self._lock:
             self._check_open()
+            self._wait_idle()  # before the input buffer or any register is touched
             if batch > self._batch:
                 self._alloc_io(batch)
             inp, out = self._buffers["input"], self._buffers["output"]
@@ -216,21 +242,39 @@ class Accelerator:
             counts = read_saturation(self.cfg, np.asarray(scratch))
         return {**{k: v for k, v in counts.items() if v}, **self._host_saturation}
 
-    def _start_and_wait(self) -> None:
-        t_start = time.perf_counter()
-        self.device.write(CTRL, AP_START)
+    def _poll(self, finished: Callable[[int], bool], what: str) -> None:
+        """Poll the control register until ``finished(ctrl)``; after ``timeout_s`` an AcceleratorTimeoutError
+        whose message is ``what`` (``{t}`` = the time-out) and a register dump."""
         deadline = time.monotonic() + self.timeout_s
         delay = 1e-4
         while True:
             ctrl = self.device.read(CTRL)
-            if ctrl & (AP_DONE | AP_IDLE) and not ctrl & AP_START:
-                break
+            if finished(ctrl):
+                return
             if time.monotonic() > deadline:
-                raise AcceleratorTimeoutError(
-                    f"kernel did not finish within {self.timeout_s:g} s; registers: {self._dump(ctrl)}"
-                )
+                raise AcceleratorTimeoutError(f"{what.format(t=f'{self.timeout_s:g}')}; registers: {self._dump(ctrl)}")
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+
+    def _wait_idle(self) -> None:
+        """Wait until the kernel is idle (ap_idle high, ap_start low).
+
+        A call interrupted while waiting for ap_done (Ctrl-C) or timed out leaves its kernel running; its
+        results must never be read as the next call's, and its input must not change under it. Reading the
+        control register here also clears that run's ap_done (clear-on-read), so the next poll only sees
+        the new run's."""
+        what = ("an earlier kernel call (interrupted or timed out) did not finish within {t} s; call reset(), then "
+                "retry" if self._in_flight else "the kernel was busy (started elsewhere?) and not idle within {t} s")
+        self._poll(lambda ctrl: bool(ctrl & AP_IDLE) and not ctrl & AP_START, what)
+        self._in_flight = False
+
+    def _start_and_wait(self) -> None:
+        t_start = time.perf_counter()
+        self._in_flight = True  # cleared only once this run is seen finished (here or by _wait_idle)
+        self.device.write(CTRL, AP_START)
+        self._poll(lambda ctrl: bool(ctrl & (AP_DONE | AP_IDLE)) and not ctrl & AP_START,
+                   "kernel did not finish within {t} s")
+        self._in_flight = False
         self.last_kernel_s = time.perf_counter() - t_start
         err = getattr(self.device, "error", None)
         if err is not None:
@@ -248,10 +292,20 @@ class Accelerator:
     def predict(self, images: np.ndarray, task: str | int) -> np.ndarray:
         """Task output [B, channels, H, W]: backbone on the accelerator, the task head on the CPU."""
         name = self.cfg.model.task_names[self.cfg.model.task_index(task)]
-        return task_head(self.cfg, self.run(images, name), name, self.weights.host)
+        tokens = self.run(images, name)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the head's name
+            out = task_head(self.cfg, tokens, name, self.weights.host)
+        if not np.all(np.isfinite(out)):
+            bad = int(np.count_nonzero(~np.isfinite(out)))
+            raise AcceleratorError(f"the {name} head produced {bad} non-finite values (NaN or inf) of {out.size}; "
+                                   f"its weights in the .m3w are too large for float32")
+        return out
 
     def benchmark(self, n: int = 10, batch: int = 1, task: str | int = 0) -> dict[str, float]:
         """Latency and throughput over ``n`` runs of ``batch`` images (like FINN's throughput_test)."""
+        for name, value in (("n", n), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"benchmark {name} must be an integer >= 1, got {value!r}")
         m = self.cfg.model
         images = np.zeros((batch, m.in_channels, *m.image_size), np.float32)
         self.run(images, task)  # warm-up, sets the task
@@ -279,6 +333,7 @@ class Accelerator:
             self._check_open()
             self.device.reset()
             self._task = None
+            self._in_flight = False
             for name in ("weights", "scratch", "input", "output"):
                 self._write_pointer(name, self._buffers[name].device_address)
 

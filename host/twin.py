@@ -107,6 +107,7 @@ class SimulatedDevice:
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._generation = 0  # bumped by reset(): a run started before it no longer touches the registers
 
     # ---------------------------------------------------------------------------- pynq-like API
     def allocate(self, shape: Any, dtype: Any = np.uint8, cacheable: bool = True) -> TwinBuffer:
@@ -133,26 +134,31 @@ class SimulatedDevice:
                 if not self.registers[CTRL] & AP_IDLE:
                     return  # ap_start while busy is ignored, as in HLS blocks
                 self.registers[CTRL] = (self.registers[CTRL] & ~(AP_IDLE | AP_DONE)) | AP_START
-                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread = threading.Thread(target=self._run, args=(self._generation,), daemon=True)
                 self._thread.start()
                 return
             self.registers[offset] = value & 0xFFFF_FFFF
 
     # ---------------------------------------------------------------------------- kernel thread
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         if self.hang:
             return  # never finishes: the driver must time out
         try:
             self.kernel(dict(self.registers), self.memory)
         except BaseException as err:  # surfaced to the driver through .error
-            self.error = err
+            if generation == self._generation:
+                self.error = err
         with self._lock:
+            if generation != self._generation:
+                return  # abandoned by a reset: its completion must not look like a later run's
             self.runs += 1
             self.registers[CTRL] = (self.registers[CTRL] & ~AP_START) | AP_DONE | AP_IDLE | AP_READY
 
     def reset(self) -> None:
-        """Like a PL reset: registers cleared and idle; a hung kernel run is abandoned. Memory is kept."""
+        """Like a PL reset: registers cleared and idle; a hung or running kernel run is abandoned (it no longer
+        sets ap_done; a C simulation already under way still finishes writing its output). Memory is kept."""
         with self._lock:
+            self._generation += 1
             self.hang = False
             self.error = None
             self.registers = {CTRL: AP_IDLE}

@@ -118,8 +118,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from m3vit.host.weights import pack_model
 
     cfg = load_config(args.config)
+    out = Path(args.output)
+    if args.model != "random" and out.resolve() == Path(args.model).resolve():
+        raise UserError(f"-o {args.output} is the input checkpoint; write the weights to another file (.m3w)")
+    if out.is_dir():
+        raise UserError(f"-o {args.output} is a directory; give a file name such as {out / (cfg.name + '.m3w')}")
     ref = load_float_model(cfg, args.model, args.seed, args.allow_missing)
-    manifest = pack_model(cfg, ref.state_dict(), args.output)
+    manifest = pack_model(cfg, ref.state_dict(), out)
     sat = sum(manifest.get("weights_saturated", {}).values())
     print(f"wrote {args.output}: {manifest['device']['size']} device bytes in {len(manifest['device']['tensors'])} "
           f"tensors, {len(manifest['host']['tensors'])} host tensors, config hash {manifest['config_hash'][:12]}, "
@@ -143,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--count must be at least 1, got {args.count}")
     images = np.load(args.images, allow_pickle=False) if args.images else sample_images(cfg, args.count, args.seed)
     with open_accelerator(args) as acc:
-        tasks = [args.task] if args.task else cfg.model.task_names
+        tasks = [cfg.model.task_names[cfg.model.task_index(args.task)]] if args.task else cfg.model.task_names
         for task in tasks:
             t0 = time.perf_counter()
             out = acc.predict(images, task)
@@ -253,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run)
     p.add_argument("weights", help=".m3w weights file (m3vit pack)")
     p.add_argument("--bitfile", help="run on a board: NAME.bit (with NAME.hwh beside it); default: the twin")
-    p.add_argument("--task", help="one task (default: every task)")
+    p.add_argument("--task", help="one task, by name or index (default: every task)")
     p.add_argument("--images", help=".npy file of float images [N, C, H, W] (default: sample scenes)")
     p.add_argument("--count", type=int, default=2, help="number of sample images")
     p.add_argument("--seed", type=int, default=0)

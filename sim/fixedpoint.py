@@ -69,13 +69,20 @@ def requantize(
 
 
 def quantize_float(x: np.ndarray, fmt: FixedFormat, log: SaturationLog | None = None, cls: str = "") -> np.ndarray:
-    """Host-side float → fixed (Q): SAT(⌊x·2^frac + 1/2⌋). Rejects NaN/inf."""
+    """Host-side float → fixed (Q): SAT(⌊x·2^frac + 1/2⌋), exactly ``ap_fixed<W, W-frac, AP_RND, AP_SAT>``.
+
+    Rounding is exact: y = x·2^frac (a power-of-two scaling, exact in float64) is split into ⌊y⌋ and the
+    fraction y - ⌊y⌋ (also exact), which is compared with 1/2; ``floor(y + 0.5)`` in float64 would round
+    values just below a half up. Rejects NaN/inf."""
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"cannot quantise non-finite values to {fmt} ({cls or 'tensor'})")
-    scaled = np.floor(x * 2.0**fmt.frac + 0.5)
-    big = float(1 << 62)
-    return saturate(np.clip(scaled, -big, big).astype(np.int64), fmt, log, cls)
+    big = float(1 << 62)  # far outside every format: clipping first keeps the arithmetic finite and exact
+    limit = np.ldexp(big, -fmt.frac)
+    scaled = np.ldexp(np.clip(x, -limit, limit), fmt.frac)
+    whole = np.floor(scaled)
+    rounded = whole.astype(np.int64) + (scaled - whole >= 0.5)
+    return saturate(rounded, fmt, log, cls)
 
 
 def matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ State-dict keys follow the public M³ViT checkpoints (without their ``module.bac
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -78,12 +77,15 @@ class Routing:
     ``indices[b, t, k]`` is token t's k-th choice (k = 0 is the highest logit; equal logits → lower expert
     first); ``probs[b, t, k]`` its softmax probability over all N experts (the combine weight, not
     renormalised, so ``probs.sum(-1) ≤ 1``); ``logits`` the router logits the decision was taken from
-    (including the training noise, when any was added).
+    (including the training noise, when any was added); ``clean_logits`` the same without the noise, and
+    ``noise_std`` the noise's standard deviation (0 without noise).
     """
 
     indices: Tensor  # [B, T, K] int64
     probs: Tensor  # [B, T, K] float
     logits: Tensor  # [B, T, N] float
+    clean_logits: Tensor | None = None  # [B, T, N] float; None means equal to ``logits``
+    noise_std: float = 0.0
 
 
 @dataclass
@@ -188,13 +190,15 @@ class Experts(nn.Module):
 class Router(nn.Module):
     """A bias-free linear router: logits = x · w_gate, ``w_gate`` [in_features, num_experts].
 
-    Initialised to zero like the M³ViT code (every logit ties, so the tie-break sends every token to
-    experts 0..K-1); :func:`init_trained_scale` gives it trained-scale values.
+    Initialised like the M³ViT code's ``NoisyGate_VMoE.reset_parameters``: ``kaiming_uniform_(a=√5)`` on
+    the [in_features, num_experts] matrix (PyTorch reads its fan-in from dim 1, so the bound is
+    1/√num_experts); :func:`init_trained_scale` gives it trained-scale values.
     """
 
     def __init__(self, in_features: int, num_experts: int) -> None:
         super().__init__()
-        self.w_gate = nn.Parameter(torch.zeros(in_features, num_experts))
+        self.w_gate = nn.Parameter(torch.empty(in_features, num_experts))
+        nn.init.kaiming_uniform_(self.w_gate, a=math.sqrt(5))
 
     def forward(self, x: Tensor) -> Tensor:
         dtype = _float_dtype(x.dtype)
@@ -233,22 +237,54 @@ def top_k_route(logits: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     return indices, probs.gather(-1, indices)
 
 
+NOISE_EPS = 1e-6
+"""Below this noise std the load is a count of routed tokens, as in M³ViT's gate."""
+
+
 def cv_squared(v: Tensor) -> Tensor:
-    """Squared coefficient of variation var(v) / (mean(v)² + 1e-10), population variance."""
+    """Squared coefficient of variation var(v) / (mean(v)² + 1e-10) with the unbiased (n − 1) variance,
+    like M³ViT's ``cv_squared``; 0 for a single element."""
     v = v.to(_float_dtype(v.dtype))
-    return v.var(correction=0) / (v.mean() ** 2 + CV_EPS)
+    if v.numel() == 1:
+        return v.new_zeros(())
+    return v.var() / (v.mean() ** 2 + CV_EPS)
 
 
-def balance_loss(logits: Tensor, indices: Tensor) -> Tensor:
-    """Load-balancing loss of one MoE layer: cv²(importance) + cv²(load) over all tokens of the batch.
+def _prob_in_top_k(clean: Tensor, noisy: Tensor, noise_std: float, top_values: Tensor, top_k: int) -> Tensor:
+    """Per token and expert, the probability (over the noise) that the expert is among the top K.
 
-    importance_e = Σ_tokens softmax(logits)_e (the full softmax); load_e = number of tokens routed to e
-    (a count, no gradient). ``logits`` [..., N], ``indices`` [..., K].
+    M³ViT's ``_prob_in_top_k``, including its quirk: the thresholds are the (K+1)-th and K-th largest
+    softmax *probabilities* of the token (``top_values``), compared with raw logits."""
+    threshold_if_in = top_values[:, top_k : top_k + 1]  # [tokens, 1]
+    threshold_if_out = top_values[:, top_k - 1 : top_k]  # [tokens, 1]
+    normal = torch.distributions.Normal(clean.new_zeros(()), clean.new_ones(()))
+    prob_if_in = normal.cdf((clean - threshold_if_in) / noise_std)
+    prob_if_out = normal.cdf((clean - threshold_if_out) / noise_std)
+    return torch.where(noisy > threshold_if_in, prob_if_in, prob_if_out)  # [tokens, N]
+
+
+def balance_loss(routing: Routing, top_k: int) -> Tensor:
+    """Load-balancing loss of one MoE layer in training: cv²(importance) + cv²(load) over the batch's tokens.
+
+    As M³ViT's ``NoisyGate_VMoE``: the gates are the softmax of the (noisy) logits kept at each token's
+    top-K experts, zero elsewhere; importance_e = Σ_tokens gate_e. The load is, with noise (std > 1e-6
+    and K < N), Σ_tokens P(e in the top K) under the noise (:func:`_prob_in_top_k`), else the number of
+    tokens with a non-zero gate for e. cv² uses the unbiased variance. The caller returns 0 in eval mode.
     """
+    logits = routing.logits
     n = logits.shape[-1]
-    probs = logits.softmax(dim=-1, dtype=_float_dtype(logits.dtype)).reshape(-1, n)  # [tokens, N]
-    importance = probs.sum(0)  # [N]
-    load = torch.bincount(indices.reshape(-1), minlength=n).to(importance.dtype)  # [N]
+    dtype = _float_dtype(logits.dtype)
+    noisy = logits.reshape(-1, n).to(dtype)  # [tokens, N]
+    probs = noisy.softmax(dim=-1)  # [tokens, N]
+    indices = routing.indices.reshape(-1, top_k)  # [tokens, K]
+    gates = torch.zeros_like(probs).scatter(1, indices, probs.gather(1, indices))  # [tokens, N]
+    importance = gates.sum(0)  # [N]
+    if top_k < n and routing.noise_std > NOISE_EPS:
+        clean = (routing.clean_logits if routing.clean_logits is not None else logits).reshape(-1, n).to(dtype)
+        top_values = probs.topk(top_k + 1, dim=-1).values  # [tokens, K + 1]
+        load = _prob_in_top_k(clean, noisy, routing.noise_std, top_values, top_k).sum(0)  # [N]
+    else:
+        load = (gates > 0).sum(0).to(dtype)  # [N]
     return cv_squared(importance) + cv_squared(load)
 
 
@@ -289,7 +325,7 @@ class MoEMlp(nn.Module):
             raise ValueError(f"gate = {gate!r} must be 'multi_gate' or 'task_conditioned'")
 
     def router_logits(self, x: Tensor, task: int, task_embedding: Tensor | None = None) -> Tensor:
-        """Router logits [B, T, N] of the MLP input ``x`` [B, T, dim] (noisy in training, see class doc)."""
+        """Router logits [B, T, N] of the MLP input ``x`` [B, T, dim] (without the training noise)."""
         if self.gate_kind == "multi_gate":
             logits = self.gate[task](x)  # [B, T, N]
         else:
@@ -297,15 +333,15 @@ class MoEMlp(nn.Module):
                 raise ValueError("a task_conditioned MoE layer needs the task embedding")
             emb = task_embedding.to(x.dtype).expand(*x.shape[:-1], -1)  # [B, T, task_embed_dim]
             logits = self.gate(torch.cat([x, emb], dim=-1))  # [B, T, N]
-        if self.training and self.noise_std > 0:
-            logits = logits + torch.randn_like(logits) * (self.noise_std / self.num_experts)
         return logits
 
     def route(self, x: Tensor, task: int, task_embedding: Tensor | None = None) -> Routing:
-        """Routing of ``x`` [B, T, dim]: top-K indices and probabilities, plus the logits."""
-        logits = self.router_logits(x, task, task_embedding)  # [B, T, N]
+        """Routing of ``x`` [B, T, dim]: top-K indices and probabilities, plus the logits (noisy in training)."""
+        clean = self.router_logits(x, task, task_embedding)  # [B, T, N]
+        noise_std = self.noise_std / self.num_experts if self.training else 0.0
+        logits = clean + torch.randn_like(clean) * noise_std if noise_std > 0 else clean
         indices, probs = top_k_route(logits, self.top_k)  # [B, T, K] each
-        return Routing(indices=indices, probs=probs, logits=logits)
+        return Routing(indices=indices, probs=probs, logits=logits, clean_logits=clean, noise_std=noise_std)
 
     def dispatch(self, x: Tensor, routing: Routing) -> Tensor:
         """Σ_k p_k · expert_k(x), computed expert by expert over each expert's queue of tokens.
@@ -337,9 +373,10 @@ class MoEMlp(nn.Module):
     def forward(
         self, x: Tensor, task: int, task_embedding: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Routing]:
-        """``x`` [B, T, dim] → (output [B, T, dim], balance loss [], routing)."""
+        """``x`` [B, T, dim] → (output [B, T, dim], balance loss [] (0 in eval mode, as M³ViT), routing)."""
         routing = self.route(x, task, task_embedding)
-        return self.dispatch(x, routing), balance_loss(routing.logits, routing.indices), routing
+        loss = balance_loss(routing, self.top_k) if self.training else x.new_zeros((), dtype=_float_dtype(x.dtype))
+        return self.dispatch(x, routing), loss, routing
 
 
 class Block(nn.Module):
@@ -433,8 +470,6 @@ class M3ViT(nn.Module):
     # -- input checks -------------------------------------------------------------------------------
     def task_index(self, task: str | int) -> int:
         """Index of ``task`` (a name or an index); ValueError listing the tasks if unknown."""
-        if not isinstance(task, (str, bool)) and hasattr(task, "__index__"):
-            task = operator.index(task)  # numpy / 0-d tensor integers
         return self.cfg.model.task_index(task)
 
     def _check_images(self, images: object) -> Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from m3vit.codegen.config import load_config
-from m3vit.host.driver import Accelerator, AcceleratorTimeoutError
+from m3vit.host.driver import AP_IDLE, CTRL, Accelerator, AcceleratorTimeoutError
 from m3vit.host.twin import TwinBuffer
 from m3vit.host.weights import WeightsError, load_weights, pack_model
 from m3vit.sim.golden import GoldenModel
@@ -214,3 +214,93 @@ def test_saturation_is_reported(acc, tiny_setup) -> None:
     assert kernel == golden.run(golden.quantize_image(loud), 1).saturation
     stats = acc.benchmark(n=2)
     assert 0 < stats["kernel_ms"] <= stats["runtime_ms"]
+
+
+class _SlowTwin:
+    """A slowed twin: the kernel computes, then holds ap_done back until ``finish`` is set. The driver's
+    first poll of a busy kernel raises KeyboardInterrupt (Ctrl-C while waiting for ap_done); later polls of
+    a busy kernel set ``finish`` when ``release_on_poll``."""
+
+    def __init__(self, device, monkeypatch, release_on_poll: bool) -> None:
+        self.finish = threading.Event()
+        self.interrupt = True
+        self.release_on_poll = release_on_poll
+        kernel, read = device.kernel, device.read
+
+        def slow_kernel(regs, memory) -> None:
+            kernel(regs, memory)
+            self.finish.wait()
+
+        def read_ctrl(offset: int) -> int:
+            value = read(offset)
+            if offset == CTRL and not value & AP_IDLE:
+                if self.interrupt:
+                    self.interrupt = False
+                    raise KeyboardInterrupt
+                if self.release_on_poll:
+                    self.finish.set()
+            return value
+
+        monkeypatch.setattr(device, "kernel", slow_kernel)
+        monkeypatch.setattr(device, "read", read_ctrl)
+
+
+def test_run_after_ctrl_c_waits_and_returns_its_own_output(tiny_setup, monkeypatch) -> None:
+    """Ctrl-C during the wait for ap_done: the next run waits for the interrupted kernel, then runs its image."""
+    cfg, path, golden = tiny_setup
+    first, second = random_image(cfg, 60), random_image(cfg, 61)
+    with Accelerator.simulated(cfg, path, timeout_s=60) as a:
+        slow = _SlowTwin(a.device, monkeypatch, release_on_poll=True)
+        with pytest.raises(KeyboardInterrupt):
+            a.run(first, 0)
+        assert not slow.finish.is_set()  # the interrupted kernel is still running
+        out = a.run(second, 1, raw=True)[0]
+        assert np.array_equal(out, golden.run(golden.quantize_image(second), 1).tokens)
+        assert not np.array_equal(out, golden.run(golden.quantize_image(first), 0).tokens)
+        assert a.device.runs == 2
+        assert np.array_equal(a.run(first, 0, raw=True)[0], golden.run(golden.quantize_image(first), 0).tokens)
+
+
+def test_run_after_ctrl_c_times_out_without_touching_the_device_and_reset_recovers(tiny_setup, monkeypatch) -> None:
+    """An interrupted kernel that never finishes: the next run times out before writing input or registers."""
+    cfg, path, golden = tiny_setup
+    image = random_image(cfg, 62)
+    with Accelerator.simulated(cfg, path, timeout_s=0.3) as a:
+        slow = _SlowTwin(a.device, monkeypatch, release_on_poll=False)
+        with pytest.raises(KeyboardInterrupt):
+            a.run(random_image(cfg, 63), 0)
+        a.device.reset_counters()
+        with pytest.raises(AcceleratorTimeoutError, match=r"earlier kernel call \(interrupted or timed out\) did "
+                                                          r"not finish within 0.3 s; call reset\(\), then retry; reg"):
+            a.run(image, 1)
+        assert a.device.memory.bytes_flushed == 0 and not a.device.register_writes
+        a.reset()
+        slow.finish.set()  # the abandoned run completes after the reset: it must not raise ap_done
+        a.timeout_s = 60
+        assert np.array_equal(a.run(image, 1, raw=True)[0], golden.run(golden.quantize_image(image), 1).tokens)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True, "5"])
+def test_bad_timeouts_are_refused(tiny_setup, acc, timeout) -> None:
+    cfg, path, _ = tiny_setup
+    with pytest.raises(ValueError, match="timeout_s must be a finite number of seconds > 0"):
+        Accelerator.simulated(cfg, path, timeout_s=timeout)
+    with pytest.raises(ValueError, match="timeout_s must be"):
+        acc.timeout_s = timeout
+
+
+def test_benchmark_refuses_empty_runs(acc) -> None:
+    for kwargs in ({"n": 0}, {"n": -3}, {"batch": 0}, {"n": 2.5}):
+        with pytest.raises(ValueError, match=r"benchmark (n|batch) must be an integer >= 1"):
+            acc.benchmark(**kwargs)
+
+
+def test_tasks_by_index_as_the_message_promises(acc, tiny_setup) -> None:
+    cfg, _, golden = tiny_setup
+    image = random_image(cfg, 64)
+    want = golden.run(golden.quantize_image(image), 1).tokens
+    for task in (1, np.int64(1), np.uint8(1), "1", "depth"):
+        assert np.array_equal(acc.run(image, task, raw=True)[0], want), repr(task)
+    for bad in ("2", 2, -1, "-1", True, 1.0, "sky"):
+        with pytest.raises(ValueError, match=r"unknown task .*indices 0\.\.1"):
+            acc.run(image, bad)

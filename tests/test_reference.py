@@ -351,40 +351,128 @@ def test_routers_differ_across_tasks(model: M3ViT, tiny: DesignConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------- balance loss
+def official_vmoe_gate_loss(
+    clean_logits: torch.Tensor, noisy_logits: torch.Tensor, top_k: int, noise_stddev: float, training: bool
+) -> torch.Tensor:
+    """A transcription of ``NoisyGate_VMoE.forward``'s loss (VITA-Group/M3ViT, models/gate_funs/
+    noisy_gate_vmoe.py; no select_idx, no regularisers) for ``[tokens, N]`` logits."""
+    tot_expert = clean_logits.shape[1]
+
+    def cv_squared(x):
+        eps = 1e-10
+        if x.shape[0] == 1:
+            return torch.Tensor([0])
+        return x.float().var() / (x.float().mean() ** 2 + eps)
+
+    def prob_in_top_k(clean_values, noisy_values, noise_stddev, noisy_top_values):
+        batch = clean_values.size(0)
+        m = noisy_top_values.size(1)
+        top_values_flat = noisy_top_values.flatten()
+        threshold_positions_if_in = torch.arange(batch) * m + top_k
+        threshold_if_in = torch.unsqueeze(torch.gather(top_values_flat, 0, threshold_positions_if_in), 1)
+        is_in = torch.gt(noisy_values, threshold_if_in)
+        threshold_positions_if_out = threshold_positions_if_in - 1
+        threshold_if_out = torch.unsqueeze(torch.gather(top_values_flat, 0, threshold_positions_if_out), 1)
+        normal = torch.distributions.Normal(torch.tensor([0.0]), torch.tensor([1.0]))
+        prob_if_in = normal.cdf((clean_values - threshold_if_in) / noise_stddev)
+        prob_if_out = normal.cdf((clean_values - threshold_if_out) / noise_stddev)
+        return torch.where(is_in, prob_if_in, prob_if_out)
+
+    logits = torch.softmax(noisy_logits, 1)
+    top_logits, top_indices = logits.topk(min(top_k + 1, tot_expert), dim=1)
+    top_k_logits = top_logits[:, :top_k]
+    top_k_indices = top_indices[:, :top_k]
+    zeros = torch.zeros_like(logits, requires_grad=True)
+    gates = zeros.scatter(1, top_k_indices, top_k_logits)
+    if not training:
+        return torch.tensor(0.0)
+    if top_k < tot_expert and abs(noise_stddev) > 1e-6:
+        load = prob_in_top_k(clean_logits, noisy_logits, noise_stddev, top_logits).sum(0)
+    else:
+        load = (gates > 0).sum(0)
+    importance = gates.sum(0)
+    return (cv_squared(importance) + cv_squared(load)).reshape(())
+
+
+def _routing(clean: torch.Tensor, noisy: torch.Tensor, top_k: int, noise_std: float) -> Routing:
+    indices, probs = top_k_route(noisy, top_k)
+    return Routing(indices=indices, probs=probs, logits=noisy, clean_logits=clean, noise_std=noise_std)
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0, 4.0])
+@pytest.mark.parametrize(("n", "k"), [(2, 1), (4, 1), (4, 2), (8, 2), (16, 3), (16, 16)])
+def test_balance_loss_is_the_official_noisy_gate_vmoe(n: int, k: int, noise: float) -> None:
+    """Random logits (with the training noise std σ/N when σ > 0) against the transcribed official gate."""
+    gen = torch.Generator().manual_seed(n * 100 + k)
+    for tokens in (1, 7, 64):
+        clean = torch.randn(tokens, n, generator=gen) * 2.0
+        std = noise / n
+        noisy = clean + torch.randn(tokens, n, generator=gen) * std
+        want = official_vmoe_gate_loss(clean, noisy, k, std, training=True)
+        got = balance_loss(_routing(clean, noisy, k, std), k)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_balance_loss_hand_computed() -> None:
-    # N = 3, K = 1; probabilities chosen so the sums are easy: importance [1.3, 1.0, 0.7], load [2, 1, 0]
+    """N = 3, K = 1, no noise: importance sums the top-1 gates, load counts tokens; unbiased variance."""
+    import statistics
+
     p = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.6, 0.2, 0.2]], dtype=torch.float64)
     logits = p.log()
     idx, _ = top_k_route(logits, 1)
     assert idx.flatten().tolist() == [0, 1, 0]
-    # cv²(importance): mean 1, population var (0.09 + 0 + 0.09) / 3 = 0.06
-    # cv²(load): mean 1, population var (1 + 0 + 1) / 3 = 2/3
-    expected = 0.06 + 2.0 / 3.0
-    assert balance_loss(logits, idx).item() == pytest.approx(expected, rel=1e-9)
-    assert cv_squared(torch.tensor([2.0, 1.0, 0.0])).item() == pytest.approx(2.0 / 3.0)
+    importance, load = [0.5 + 0.6, 0.5, 0.0], [2, 1, 0]
+    expected = sum(statistics.variance(v) / (statistics.mean(v) ** 2 + 1e-10) for v in (importance, load))
+    assert balance_loss(_routing(logits, logits, 1, 0.0), 1).item() == pytest.approx(expected, rel=1e-9)
+    assert cv_squared(torch.tensor([2.0, 1.0, 0.0])).item() == pytest.approx(1.0)
     assert cv_squared(torch.zeros(4)).item() == 0.0
+    assert cv_squared(torch.tensor([3.0])).item() == 0.0
 
 
 def test_balance_loss_zero_when_uniform() -> None:
-    # importance [1, 1] and load [1, 1]
+    # importance [p, p] and load [1, 1]
     logits = torch.tensor([[[0.7, -0.2], [-0.2, 0.7]]])
-    idx, _ = top_k_route(logits, 1)
-    assert balance_loss(logits, idx).item() == pytest.approx(0.0, abs=1e-12)
+    assert balance_loss(_routing(logits, logits, 1, 0.0), 1).item() == pytest.approx(0.0, abs=1e-12)
     # K = N: every expert gets every token, uniform softmax
     logits = torch.zeros(2, 3, 4)
-    idx, _ = top_k_route(logits, 4)
-    assert balance_loss(logits, idx).item() == pytest.approx(0.0, abs=1e-12)
+    assert balance_loss(_routing(logits, logits, 4, 0.0), 4).item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_model_aux_loss_is_weighted_sum_over_layers(model: M3ViT, tiny: DesignConfig) -> None:
-    with torch.no_grad():
-        out = model(images_for(tiny), "depth")
-    total = sum(balance_loss(r.logits, r.indices) for r in out.routing.values())
+def test_moe_layer_loss_in_training_and_eval(tiny: DesignConfig) -> None:
+    """The layer's loss is the official gate's on its own clean and noisy logits in training, 0 in eval."""
+    m = tiny.model
+    layer = MoEMlp(m.dim, m.expert_hidden, m.num_experts, m.top_k, num_tasks=2, noise_std=1.0)
+    x = torch.randn(2, m.num_tokens, m.dim, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    _, loss, r = layer.train()(x, 1)
+    assert r.noise_std == 1.0 / m.num_experts and not torch.equal(r.logits, r.clean_logits)
+    want = official_vmoe_gate_loss(r.clean_logits.reshape(-1, m.num_experts), r.logits.reshape(-1, m.num_experts),
+                                   m.top_k, r.noise_std, training=True)
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+    _, loss, r = layer.eval()(x, 1)
+    assert loss.item() == 0.0 and r.noise_std == 0.0 and torch.equal(r.logits, r.clean_logits)
+
+
+def test_router_init_is_the_official_kaiming_uniform() -> None:
+    """w_gate [in, N] ~ U(±1/√N): kaiming_uniform_(a=√5) reads the fan-in from dim 1 of the matrix."""
+    torch.manual_seed(0)
+    layer = MoEMlp(64, 32, 16, 2, num_tasks=1)
+    w = layer.gate[0].w_gate
+    bound = 1 / math.sqrt(16)
+    assert w.abs().max().item() <= bound and w.abs().max().item() > 0.9 * bound
+    assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+
+
+def test_model_aux_loss_is_weighted_sum_over_layers(tiny: DesignConfig) -> None:
+    model = init_trained_scale(M3ViT(tiny), seed=0).train()  # no router noise: deterministic
+    out = model(images_for(tiny), "depth")
+    total = sum(balance_loss(r, tiny.model.top_k) for r in out.routing.values())
     torch.testing.assert_close(out.aux_loss, BALANCE_LOSS_WEIGHT * total)
     assert out.aux_loss.item() > 0
-    heavier = init_trained_scale(M3ViT(tiny, balance_loss_weight=1.0), seed=0).eval()
+    heavier = init_trained_scale(M3ViT(tiny, balance_loss_weight=1.0), seed=0).train()
+    torch.testing.assert_close(heavier(images_for(tiny), "depth").aux_loss, total)
     with torch.no_grad():
-        torch.testing.assert_close(heavier(images_for(tiny), "depth").aux_loss, total)
+        assert model.eval()(images_for(tiny), "depth").aux_loss.item() == 0.0  # as M³ViT: no loss in eval
 
 
 def test_aux_loss_is_differentiable_through_importance(tiny: DesignConfig) -> None:

@@ -29,8 +29,12 @@ SMALL = {"train_size": 64, "batch_size": 16, "eval": False, "progress": False, "
 """A few-second run: 64 scenes, global batch 16."""
 
 
+def _log(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+
+
 def _losses(out_dir: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    return [entry["loss"] for entry in _log(out_dir)]
 
 
 def test_poly_schedule_and_warmup() -> None:
@@ -119,9 +123,10 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     """torchrun, 2 CPU processes on gloo, global batch 16 → same loss curve as 1 process with batch 16.
 
-    They differ only by the balance loss (each process computes cv² over its own tokens) and float
-    summation order: over 8 steps the total losses agree to 1e-3 relative (measured ≤ 6e-5; the task
-    losses alone ≤ 2e-6).
+    They differ only by the balance loss (each process computes cv² over its own tokens, and M³ViT's loss
+    over the sparse top-K gates varies between halves of a batch) and float summation order: over 8 steps
+    the weighted task losses (total − balance) agree to 1e-3 relative (measured ≤ 2e-4), the balance losses
+    to 20 % (measured ≤ 8 %).
     """
     args = ["--steps", "8", "--batch-size", "16", "--train-size", "64", "--no-eval", "--no-progress",
             "--log-every", "1", "--optimizer", "adamw", "--lr", "2e-3"]
@@ -131,9 +136,10 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["tiny", "--out-dir", str(tmp_path / "one"), *args]) == 0
-    ddp, one = _losses(tmp_path / "ddp"), _losses(tmp_path / "one")
+    ddp, one = _log(tmp_path / "ddp"), _log(tmp_path / "one")
     assert len(ddp) == len(one) == 8
-    assert one[-1] < one[0] and ddp[-1] < ddp[0]
+    assert one[-1]["loss"] < one[0]["loss"] and ddp[-1]["loss"] < ddp[0]["loss"]
     for a, b in zip(ddp, one, strict=True):
-        assert a == pytest.approx(b, rel=1e-3)
+        assert a["loss"] - a["aux"] == pytest.approx(b["loss"] - b["aux"], rel=1e-3)
+        assert a["aux"] == pytest.approx(b["aux"], rel=0.2)
     assert load_checkpoint(tmp_path / "ddp" / "model.safetensors").metadata["world_size"] == 2

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from m3vit import package_dir
+from m3vit.errors import ToolkitError
 
 PRESET_DIR = package_dir("m3vit.configs")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -47,7 +48,7 @@ RESERVED_NAMES = frozenset(keyword.kwlist) | {
 """Identifier-shaped names that would still collide in generated C++ or in the PyTorch module tree."""
 
 
-class ConfigError(ValueError):
+class ConfigError(ToolkitError, ValueError):
     """An invalid configuration; ``str(err)`` is a single line naming the field."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -12,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3vit.cli import main
+from m3vit.cli import build_parser, main
+from tests.conftest import REPO_ROOT
 
 
 def test_check_prints_derived_sizes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,12 +66,28 @@ def test_bitstream_without_tools_names_what_is_missing(capsys: pytest.CaptureFix
     assert "missing tool: vitis-run or vitis_hls (Vitis HLS) and vivado not on PATH" in err and "\n" not in err
 
 
+COMMANDS = ("check", "generate", "csim", "pack", "run", "bitstream", "demo", "bench", "report", "dse", "train", "eval")
+"""The documented sub-commands (README's flow, docs/deploy.md, the demo), written out independently of the parser."""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return dict(actions[0].choices)
+
+
 def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
+    """The parser offers exactly the documented commands, and --help gives each its own entry with a help text."""
+    assert sorted(_subcommands(build_parser())) == sorted(COMMANDS)
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert set(re.findall(r"^m3vit (\w+)", readme, re.MULTILINE)) <= set(COMMANDS)
+    with pytest.raises(SystemExit) as stop:
         main(["--help"])
+    assert stop.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("generate", "csim", "pack", "run", "bench", "report", "dse", "train", "eval", "bitstream", "demo"):
-        assert cmd in out
+    listed = re.findall(r"^ {4}(\w+)(?: +|\n {6,})(\S.*)$", out, re.MULTILINE)  # "    name  help" (or help below)
+    assert sorted(name for name, _ in listed) == sorted(COMMANDS)
+    assert all(len(text) > 10 for _, text in listed)
 
 
 def test_check_reports_designs_the_generator_cannot_build(capsys: pytest.CaptureFixture[str], tmp_path) -> None:

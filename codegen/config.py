@@ -18,9 +18,20 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from m3vit import package_dir
+from m3vit.errors import ToolkitError
 
 PRESET_DIR = package_dir("m3vit.configs")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -38,12 +49,25 @@ RESERVED_NAMES = frozenset(keyword.kwlist) | {
 """Identifier-shaped names that would still collide in generated C++ or in the PyTorch module tree."""
 
 
-class ConfigError(ValueError):
+class ConfigError(ToolkitError, ValueError):
     """An invalid configuration; ``str(err)`` is a single line naming the field."""
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Int = Annotated[int, Strict()]
+"""An integer field: ``true``, ``4.0`` or ``"4"`` are refused, not coerced (bounds are set per field)."""
+Real = Annotated[float, Strict(), AllowInfNan(False)]
+"""A finite real field: an int is taken exactly, a bool or a string is refused (bounds are set per field)."""
+
+
+def _int_choice(value: object) -> object:
+    """Refuse non-integers before a ``Literal`` of ints (which would take ``128.0`` for 128)."""
+    if type(value) is not int:
+        raise ValueError("must be an integer")
+    return value
 
 
 # --------------------------------------------------------------------------------------------- boards
@@ -85,8 +109,8 @@ BOARDS: dict[str, BoardSpec] = {
 class FixedFormat(_Strict):
     """Signed two's-complement fixed point: an integer ``q`` of ``bits`` bits stands for q·2^-frac."""
 
-    bits: Annotated[int, Field(ge=2, le=32)]
-    frac: Annotated[int, Field(ge=-16, le=40)]
+    bits: Annotated[Int, Field(ge=2, le=32)]
+    frac: Annotated[Int, Field(ge=-16, le=40)]
 
     @property
     def qmin(self) -> int:
@@ -119,12 +143,12 @@ class NumericsConfig(_Strict):
     logit: FixedFormat = _fmt(16, 10)  # router logits
     weight: FixedFormat = _fmt(8, 8)  # every matmul weight
     ln_param: FixedFormat = _fmt(16, 12)  # LayerNorm gamma and beta
-    bias_bits: Annotated[int, Field(ge=8, le=48)] = 32  # biases are stored at accumulator scale
-    acc_bits: Annotated[int, Field(ge=16, le=52)] = 48  # matmul accumulator (exact, never saturates)
-    exp_frac_bits: Annotated[int, Field(ge=4, le=12)] = 8  # base-2 exponent input frac bits = log2(table)
-    ln_hat_frac: Annotated[int, Field(ge=6, le=15)] = 12  # frac bits of the normalised value x̂
-    gelu_range_log2: Annotated[int, Field(ge=1, le=5)] = 3  # GELU table covers [-2^r, 2^r) in hidden units
-    gelu_segments_log2: Annotated[int, Field(ge=4, le=12)] = 8  # 2^s linear segments over that range
+    bias_bits: Annotated[Int, Field(ge=8, le=48)] = 32  # biases are stored at accumulator scale
+    acc_bits: Annotated[Int, Field(ge=16, le=52)] = 48  # matmul accumulator (exact, never saturates)
+    exp_frac_bits: Annotated[Int, Field(ge=4, le=12)] = 8  # base-2 exponent input frac bits = log2(table)
+    ln_hat_frac: Annotated[Int, Field(ge=6, le=15)] = 12  # frac bits of the normalised value x̂
+    gelu_range_log2: Annotated[Int, Field(ge=1, le=5)] = 3  # GELU table covers [-2^r, 2^r) in hidden units
+    gelu_segments_log2: Annotated[Int, Field(ge=4, le=12)] = 8  # 2^s linear segments over that range
 
     # Fixed by the spec (docs/numerics.md §2), not configurable.
     PROB_FRAC: ClassVar[int] = 15  # exp2 outputs, softmax probabilities, router gate weights (unsigned)
@@ -137,12 +161,12 @@ class HardwareConfig(_Strict):
     """Board, clock and the parallelism knobs of the generated kernels."""
 
     board: Literal["zcu104", "zcu102", "kv260"] = "zcu104"
-    clock_mhz: Annotated[float, Field(gt=0)] = 300.0
-    mac_in: Annotated[int, Field(ge=1, le=256)] = 32  # MAC engine: input-channel parallelism
-    mac_out: Annotated[int, Field(ge=1, le=256)] = 32  # MAC engine: output-channel parallelism
-    token_tile: Annotated[int, Field(ge=1, le=4096)] = 64  # tokens per on-chip activation tile
-    attn_key_block: Annotated[int, Field(ge=1, le=4096)] = 64  # keys per streaming-softmax block
-    axi_data_bits: Literal[64, 128, 256, 512] = 128
+    clock_mhz: Annotated[Real, Field(ge=10, le=1000)] = 300.0  # also ≤ the board's max_clock_mhz
+    mac_in: Annotated[Int, Field(ge=1, le=256)] = 32  # MAC engine: input-channel parallelism
+    mac_out: Annotated[Int, Field(ge=1, le=256)] = 32  # MAC engine: output-channel parallelism
+    token_tile: Annotated[Int, Field(ge=1, le=4096)] = 64  # tokens per on-chip activation tile
+    attn_key_block: Annotated[Int, Field(ge=1, le=4096)] = 64  # keys per streaming-softmax block
+    axi_data_bits: Annotated[Literal[64, 128, 256, 512], BeforeValidator(_int_choice)] = 128
 
     @property
     def board_spec(self) -> BoardSpec:
@@ -154,7 +178,7 @@ class TaskSpec(_Strict):
     """One task: a name (a C identifier) and the channel count of its head output."""
 
     name: str
-    channels: Annotated[int, Field(ge=1, le=1024)]
+    channels: Annotated[Int, Field(ge=1, le=1024)]
 
     @field_validator("name")
     @classmethod
@@ -169,21 +193,21 @@ class TaskSpec(_Strict):
 class ModelConfig(_Strict):
     """The M³ViT backbone and its task heads."""
 
-    image_size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]  # (H, W)
-    in_channels: Annotated[int, Field(ge=1, le=16)] = 3
-    patch_size: Annotated[int, Field(ge=1, le=64)] = 16
-    dim: Annotated[int, Field(ge=4, le=4096)] = 384
-    depth: Annotated[int, Field(ge=1, le=64)] = 12
-    num_heads: Annotated[int, Field(ge=1, le=64)] = 12
-    mlp_ratio: Annotated[float, Field(gt=0, le=16)] = 4.0
-    moe_blocks: list[int] | None = None  # default: the odd blocks 1, 3, 5, ...
-    num_experts: Annotated[int, Field(ge=1, le=256)] = 16
-    top_k: Annotated[int, Field(ge=1, le=16)] = 4
-    expert_hidden: Annotated[int, Field(ge=1, le=16384)] = 384
+    image_size: tuple[Annotated[Int, Field(ge=1, le=8192)], Annotated[Int, Field(ge=1, le=8192)]]  # (H, W)
+    in_channels: Annotated[Int, Field(ge=1, le=16)] = 3
+    patch_size: Annotated[Int, Field(ge=1, le=64)] = 16
+    dim: Annotated[Int, Field(ge=4, le=4096)] = 384
+    depth: Annotated[Int, Field(ge=1, le=64)] = 12
+    num_heads: Annotated[Int, Field(ge=1, le=64)] = 12
+    mlp_ratio: Annotated[Real, Field(ge=0.125, le=16)] = 4.0
+    moe_blocks: list[Annotated[Int, Field(ge=0, le=63)]] | None = None  # default: the odd blocks 1, 3, 5, ...
+    num_experts: Annotated[Int, Field(ge=1, le=256)] = 16
+    top_k: Annotated[Int, Field(ge=1, le=16)] = 4
+    expert_hidden: Annotated[Int, Field(ge=1, le=16384)] = 384
     tasks: list[TaskSpec]
     gate: Literal["multi_gate", "task_conditioned"] = "multi_gate"
-    task_embed_dim: Annotated[int, Field(ge=1, le=1024)] = 64
-    ln_eps: Annotated[float, Field(gt=0, lt=1)] = 1e-6
+    task_embed_dim: Annotated[Int, Field(ge=1, le=1024)] = 64
+    ln_eps: Annotated[Real, Field(ge=1e-12, le=0.1)] = 1e-6
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ModelConfig:
@@ -393,16 +417,61 @@ def parse_config(data: dict, source: str = "<config>") -> DesignConfig:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: a key given twice in one mapping is an error (not "last one wins"),
+    and ``1e-6`` is a number as in YAML 1.2 (YAML 1.1 wants ``1.0e-6`` and reads ``1e-6`` as a string)."""
+
+
+def _construct_unique_mapping(loader: _ConfigLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict[object, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor`` may be overridden by explicit keys
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key: the base constructor reports it with its position
+            break
+        if seen is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {seen}); give each key once",
+                key_node.start_mark,
+            )
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def read_yaml(text: str, source: str) -> object:
+    """Parse YAML text with :class:`_ConfigLoader`; errors become one-line ConfigErrors ``source:line:column``."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = " ".join(part for part in (err.context, err.problem) if part)
+        raise ConfigError(f"{where}: not valid YAML: {what}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {str(err).splitlines()[0]}") from None
+
+
 def resolve_config_path(path_or_preset: str | Path) -> Path:
     """A config file path, or the name of a preset in configs/ (``tiny`` → configs/tiny.yaml)."""
     p = Path(path_or_preset)
-    if p.suffix in (".yaml", ".yml") and p.exists():
+    if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
     preset = PRESET_DIR / f"{path_or_preset}.yaml"
-    if preset.exists():
+    if preset.is_file():
         return preset
-    if p.exists():
+    if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError(f"config {str(path_or_preset)!r} is a directory; give a YAML file or a preset name")
     names = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
     raise ConfigError(f"config {str(path_or_preset)!r} is neither a file nor a preset; presets: {names}")
 
@@ -415,9 +484,12 @@ def load_config(path_or_preset: str | Path, **overrides: object) -> DesignConfig
     """
     path = resolve_config_path(path_or_preset)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
+    data = read_yaml(text, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
     for key, value in overrides.items():
         node = data
         *parents, leaf = key.split(".")

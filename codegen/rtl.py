@@ -38,6 +38,7 @@ from m3vit.codegen.bits import clog2, container_bits, pow2_ceil, round_up
 from m3vit.codegen.config import DesignConfig, FixedFormat
 from m3vit.codegen.numerics import PROB_FRAC, constants
 from m3vit.codegen.render import template_env
+from m3vit.errors import ToolkitError
 
 TEMPLATE_DIR = package_dir("m3vit.rtl") / "templates"
 TOP = "moe_unit"
@@ -64,7 +65,7 @@ COUNTERS = (
 ERROR_BITS = {"num_tokens_clamped": 0, "queue_count_clamped": 1, "token_out_of_range": 2}
 
 
-class RtlError(ValueError):
+class RtlError(ToolkitError, ValueError):
     """The config cannot be mapped onto this RTL (sizes that do not tile); one line naming the knob."""
 
 

@@ -6,7 +6,6 @@ rounds and reports medians and their ratio; nothing here is a pass/fail threshol
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from m3vit.codegen.config import load_config
+from m3vit.errors import ArgumentParser, int_range
 from m3vit.sim.golden import GoldenModel
 from m3vit.sim.quantize import quantize_state_dict
 from m3vit.sim.reference import build_reference
@@ -71,9 +71,9 @@ def golden_vs_pytorch(config: str = "m3vit_small_pascal", rounds: int = 3, task:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="m3vit benchmarks (ratios measured side by side)")
+    parser = ArgumentParser(prog="m3vit bench", description="m3vit benchmarks (ratios measured side by side)")
     parser.add_argument("--config", default="m3vit_small_pascal")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int_range(1), default=3)
     args = parser.parse_args(argv)
     golden_vs_pytorch(args.config, args.rounds)
     for extra in _extra_benches():

@@ -16,7 +16,6 @@ The library takes those measurements as an argument; ``main`` (``m3vit dse``) ob
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,8 @@ import yaml
 
 from m3vit import BUILD_ROOT
 from m3vit.codegen import perf
-from m3vit.codegen.config import BOARDS, ConfigError, DesignConfig, load_config, with_overrides
+from m3vit.codegen.config import BOARDS, ConfigError, DesignConfig, load_config, parse_config, with_overrides
+from m3vit.errors import ArgumentParser, UserError, float_range, run_main
 
 SPACE: dict[str, tuple[int, ...]] = {
     "mac_in": (8, 16, 32, 64, 128),
@@ -188,7 +188,7 @@ def dse_name(cfg: DesignConfig) -> str:
 def write_config(d: Design, path: str | Path, name: str | None = None) -> Path:
     """Write design ``d`` as a YAML config ready for ``generate`` (a header comment records the model)."""
     path = Path(path)
-    cfg = d.cfg.model_copy(update={"name": name or dse_name(d.cfg)})
+    cfg = parse_config({**d.cfg.model_dump(), "name": name or dse_name(d.cfg)}, "--name")  # before writing
     data = cfg.model_dump(mode="json")
     cos = "not measured" if d.cosine is None else f"{d.cosine:.4f}"
     header = (
@@ -245,8 +245,9 @@ def _describe(overrides: Mapping[str, object]) -> str:
     return ", ".join(parts)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="m3vit dse", description="Design-space exploration with the analytic "
+def command(argv: Sequence[str]) -> int:
+    """``m3vit dse``: explore and write the best design; raises the toolkit's errors (see :func:`main`)."""
+    ap = ArgumentParser(prog="m3vit dse", description="Design-space exploration with the analytic "
                                  "performance model; writes the best design as a config.")
     ap.add_argument("config", help="config file or preset name")
     ap.add_argument("--board", default=None, choices=sorted(BOARDS), help="target board (default: the config's)")
@@ -254,15 +255,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "build/<name>_dse.yaml)")
     ap.add_argument("--name", default=None, help="design name of the written config (default: <name>_dse)")
     ap.add_argument("--no-formats", action="store_true", help="keep the config's numeric formats")
-    ap.add_argument("--min-cosine", type=float, default=MIN_COSINE, help="accuracy-proxy threshold of a format")
+    ap.add_argument("--min-cosine", type=float_range(-1.0, 1.0), default=MIN_COSINE,
+                    help="accuracy-proxy threshold of a format")
     ap.add_argument("--quick", action="store_true", help="a small sweep")
-    ap.add_argument("--limit", type=float, default=perf.ARCH.util_limit, help="max fraction of each resource")
+    ap.add_argument("--limit", type=float_range(0.0, 1.0, low_open=True), default=perf.ARCH.util_limit,
+                    help="max fraction of each resource")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as err:
-        print(f"m3vit dse: error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
+    out = Path(args.output) if args.output else BUILD_ROOT / f"{dse_name(cfg)}.yaml"
+    if out.is_dir():
+        raise UserError(f"-o/--output {out} is a folder; give the .yaml file to write")
+    if args.name is not None:  # refused now, not after the exploration
+        parse_config({**cfg.model_dump(), "name": args.name}, "--name")
     formats: dict[str, dict] = {}
     cosines: dict[str, float] = {}
     if not args.no_formats:
@@ -283,10 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = res.best
     print("-- best:")
     print(best.row())
-    out = Path(args.output) if args.output else BUILD_ROOT / f"{dse_name(cfg)}.yaml"
     write_config(best, out, args.name)
     print(f"wrote {out}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """:func:`command` with user errors as one line (exit status 2) and ``--debug``."""
+    return run_main(command, argv)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ and writes into ``out_dir``: ``report.html``, ``report.md`` and four PNG plots â
 
 from __future__ import annotations
 
-import argparse
 import html
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,8 @@ import numpy as np
 
 from m3vit import build_dir
 from m3vit.codegen import perf
-from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
+from m3vit.codegen.config import DesignConfig, load_config, with_overrides
+from m3vit.errors import ArgumentParser, UserError, int_range, run_main
 from m3vit.explore import schedules as sch
 
 PLOTS = ("layers", "roofline", "expert_load", "schedules")
@@ -364,28 +363,32 @@ def write_report(cfg: DesignConfig, out_dir: str | Path, routing: str = "golden"
     return {"html": out / "report.html", "markdown": out / "report.md", **plots}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="m3vit report", description="Write the HTML + markdown performance report "
+def command(argv: Sequence[str]) -> int:
+    """``m3vit report``: write the report; raises the toolkit's errors (see :func:`main`)."""
+    ap = ArgumentParser(prog="m3vit report", description="Write the HTML + markdown performance report "
                                  "(analytic model, schedule comparison, plots) of a design.")
     ap.add_argument("config", help="config file or preset name")
     ap.add_argument("-o", "--output", default=None, help="output folder (default: build/<name>/report)")
     ap.add_argument("--routing", default="golden", choices=("golden", "synthetic", "balanced"),
                     help="where MoE routings come from (golden: golden-model runs of every task, cached)")
-    ap.add_argument("--images", type=int, default=1, help="random images per task for the routings")
-    ap.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    ap.add_argument("--images", type=int_range(1, 64), default=1, help="random images per task for the routings")
+    ap.add_argument("--image-size", type=int_range(1, 8192), nargs=2, metavar=("H", "W"), default=None,
                     help="override the image size (a quick look at a reduced size)")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        if args.image_size:
-            cfg = with_overrides(cfg, **{"model.image_size": list(args.image_size)})
-    except ConfigError as err:
-        print(f"m3vit report: error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
+    if args.image_size:
+        cfg = with_overrides(cfg, **{"model.image_size": list(args.image_size)})
     out = Path(args.output) if args.output else build_dir(cfg.name, "report")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o/--output {out} is a file; give the folder to write the report into")
     paths = write_report(cfg, out, args.routing, args.images, progress=True)
     print(f"wrote {paths['html']} and {paths['markdown']} ({len(paths) - 2} plots)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """:func:`command` with user errors as one line (exit status 2) and ``--debug``."""
+    return run_main(command, argv)
 
 
 if __name__ == "__main__":

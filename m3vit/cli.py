@@ -2,35 +2,41 @@
 
 Sub-commands are thin wrappers: each parses its arguments, calls library functions and prints a short
 summary. Errors that a user can fix (bad config, unknown task, corrupt weights, missing tool) print one
-line prefixed ``m3vit: error:`` and exit with status 2 (1 when a check or a tool run fails).
+line prefixed ``m3vit: error:`` and exit with status 2 (1 when a check or a tool run fails); ``--debug``
+shows their traceback. Only the toolkit's own errors and ``OSError`` are reported that way
+(:mod:`m3vit.errors`); anything else is a bug and surfaces as a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from m3vit import build_dir
-from m3vit.codegen.config import ConfigError, DesignConfig, load_config
+from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.project import find_hls_tool, generate
 from m3vit.demo import run_demo, sample_images
+from m3vit.errors import DEBUG_FLAG, ArgumentParser, UserError, int_range, one_line, run_main
 
-
-class UserError(RuntimeError):
-    """A problem the user can fix; printed as one line."""
+__all__ = ["UserError", "build_parser", "main"]
 
 
 def project_dir(cfg: DesignConfig, out: str | None) -> Path:
-    """``--out`` if given, else ``build/<name>``."""
-    return Path(out) if out else build_dir(cfg.name)
+    """``--out`` if given (a folder, created if missing), else ``build/<name>``."""
+    path = Path(out) if out else build_dir(cfg.name)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"-o/--out {path} is a file; give a folder for the project")
+    return path
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -141,12 +147,81 @@ def open_accelerator(args: argparse.Namespace):
     return Accelerator.simulated(args.config, args.weights)
 
 
+def load_images(path: str, cfg: DesignConfig) -> np.ndarray:
+    """``--images``: a .npy of finite float images [N, C, H, W] (or one [C, H, W]) of the config's size."""
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as err:  # numpy's errors for a file that is not a .npy array
+        raise UserError(f"--images {path}: not a .npy array file ({one_line(err)})") from None
+    if not isinstance(images, np.ndarray):
+        raise UserError(f"--images {path}: holds several arrays ({type(images).__name__}); give one .npy array")
+    m = cfg.model
+    expected = (m.in_channels, *m.image_size)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1:] != expected or len(images) == 0:
+        raise UserError(f"--images {path}: shape {list(images.shape)}; expected [N >= 1, "
+                        f"{', '.join(map(str, expected))}] for {cfg.name}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise UserError(f"--images {path}: dtype {images.dtype}; expected normalised float images")
+    if not np.all(np.isfinite(images)):
+        raise UserError(f"--images {path}: contains NaN or inf")
+    return images
+
+
+def check_board_files(cfg: DesignConfig, bitfile: Path) -> None:
+    """Before the driver runs: the bitstream and the files ``m3vit bitstream`` writes beside it exist, and the
+    bitstream was built from ``cfg`` (full hashes in the message)."""
+    if not bitfile.is_file():
+        raise UserError(f"--bitfile {bitfile}: no such bitstream file" + (" (it is a folder)" if bitfile.is_dir()
+                                                                          else ""))
+    for sidecar, what in ((bitfile.with_suffix(".hwh"), "the hardware handoff pynq needs"),
+                          (bitfile.with_name("register_map.json"), "the register map"),
+                          (bitfile.with_suffix(".json"), "the config hash of the build")):
+        if not sidecar.is_file():
+            raise UserError(f"--bitfile {bitfile}: {sidecar.name} ({what}) is missing beside it; "
+                            f"copy the whole folder `m3vit bitstream` wrote")
+    try:
+        build_hash = json.loads(bitfile.with_suffix(".json").read_text())["config_hash"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{bitfile.with_suffix('.json')}: not the JSON {{\"config_hash\": ...}} that "
+                        f"`m3vit bitstream` writes") from None
+    if build_hash != cfg.config_hash():
+        raise UserError(f"--bitfile {bitfile} was built from config hash {build_hash}, but {cfg.name} has "
+                        f"{cfg.config_hash()}; give the config the bitstream was built with")
+
+
+NO_BOARD_HINT = ("pynq finds no FPGA device here: run `m3vit run --bitfile` on the board itself, or set "
+                 "PYNQ_REMOTE_DEVICES=<board address> to drive a board over the network (pynq >= 3.1); "
+                 "without --bitfile, `m3vit run` uses the digital twin")
+
+
+def check_board_present() -> None:
+    """pynq sees an FPGA device (on the board, or remote through PYNQ_REMOTE_DEVICES)."""
+    import pynq
+
+    with warnings.catch_warnings():  # pynq warns "is the XRT environment sourced?" before returning []
+        warnings.simplefilter("ignore")
+        try:
+            devices = pynq.Device.devices
+        except RuntimeError as err:
+            raise UserError(f"{NO_BOARD_HINT} ({one_line(err)})") from None
+    if not devices:
+        raise UserError(NO_BOARD_HINT)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run sample images through the accelerator (the digital twin, or a board with --bitfile)."""
     cfg = load_config(args.config)
-    if args.count < 1:
-        raise UserError(f"--count must be at least 1, got {args.count}")
-    images = np.load(args.images, allow_pickle=False) if args.images else sample_images(cfg, args.count, args.seed)
+    if args.task is not None:
+        try:
+            cfg.model.task_index(args.task)
+        except ValueError as err:
+            raise UserError(f"--task: {err}") from None
+    images = load_images(args.images, cfg) if args.images else sample_images(cfg, args.count, args.seed)
+    if args.bitfile:
+        check_board_files(cfg, Path(args.bitfile))
+        check_board_present()
     with open_accelerator(args) as acc:
         tasks = [cfg.model.task_names[cfg.model.task_index(args.task)]] if args.task else cfg.model.task_names
         for task in tasks:
@@ -171,7 +246,7 @@ def cmd_bitstream(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"missing tool: {' and '.join(missing)} not on PATH; source Vitis/Vivado settings64.sh")
     project = generate(cfg, project_dir(cfg, args.out))
-    env = {**__import__("os").environ, "M3VIT_SKIP_COSIM": "1", "M3VIT_SKIP_CSIM": "1"}
+    env = {**os.environ, "M3VIT_SKIP_COSIM": "1", "M3VIT_SKIP_CSIM": "1"}
     if subprocess.call([hls_tool[0], *hls_tool[1]], cwd=project, env=env) != 0:
         raise UserError(f"Vitis HLS failed in {project}; see its log there")
     out = project / "bitstream"
@@ -198,17 +273,13 @@ def write_bitstream_sidecars(cfg: DesignConfig, project: Path, out: Path) -> Non
 # ------------------------------------------------------------------------------------------ delegates
 DELEGATES = {
     "bench": ("m3vit.explore.bench", "main", "benchmarks printed as ratios measured side by side"),
-    "report": ("m3vit.explore.report", "main", "HTML + markdown performance report with plots"),
-    "dse": ("m3vit.explore.dse", "main", "design-space exploration: Pareto front, writes the best config"),
-    "train": ("m3vit.train.train", "main", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
-    "eval": ("m3vit.train.predict", "eval_main", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
+    "report": ("m3vit.explore.report", "command", "HTML + markdown performance report with plots"),
+    "dse": ("m3vit.explore.dse", "command", "design-space exploration: Pareto front, writes the best config"),
+    "train": ("m3vit.train.train", "command", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
+    "eval": ("m3vit.train.predict", "eval_command", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
 }
-"""Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them)."""
-
-
-def _delegate(module: str, func: str, argv: list[str]) -> int:
-    mod = __import__(module, fromlist=[func])
-    return int(getattr(mod, func)(argv) or 0)
+"""Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them): module,
+function (raises the toolkit's errors; :func:`main` reports them), help."""
 
 
 # ------------------------------------------------------------------------------------------ demo
@@ -222,11 +293,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="m3vit",
         description="Deploy multi-task Mixture-of-Experts ViTs (M3ViT) on Xilinx FPGAs: generate the HLS "
                     "accelerator, verify it bit for bit, pack weights, and run it on a board or its digital twin.",
     )
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="show the traceback of an error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Handler, config: bool = True, default: str | None = None) -> argparse.ArgumentParser:
@@ -260,11 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bitfile", help="run on a board: NAME.bit (with NAME.hwh beside it); default: the twin")
     p.add_argument("--task", help="one task, by name or index (default: every task)")
     p.add_argument("--images", help=".npy file of float images [N, C, H, W] (default: sample scenes)")
-    p.add_argument("--count", type=int, default=2, help="number of sample images")
+    p.add_argument("--count", type=int_range(1), default=2, help="number of sample images")
     p.add_argument("--seed", type=int, default=0)
     p = add("bitstream", cmd_bitstream)
     p.add_argument("-o", "--out", help="project directory (default build/<name>)")
-    p.add_argument("--jobs", type=int, default=2, help="Vivado implementation jobs")
+    p.add_argument("--jobs", type=int_range(1, 64), default=2, help="Vivado implementation jobs")
     p = add("demo", cmd_demo, default="tiny")
     p.add_argument("--seed", type=int, default=0)
     for name, (_, _, help_text) in DELEGATES.items():  # listed for --help; main() hands them their argv
@@ -272,23 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in DELEGATES:
-        try:
-            module, func, _ = DELEGATES[argv[0]]
-            return _delegate(module, func, argv[1:])
-        except (ConfigError, UserError, ValueError, FileNotFoundError) as err:
-            print(f"m3vit: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
-            return 2
+        module, func, _ = DELEGATES[argv[0]]
+        mod = __import__(module, fromlist=[func])
+        return int(getattr(mod, func)(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ConfigError, UserError, ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
-        # RuntimeError covers AcceleratorError (time-outs, kernel errors) and pynq's "No Devices Found"
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"m3vit: error: {msg}", file=sys.stderr)
-        return 2
+    return args.func(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``m3vit COMMAND ...``; returns the exit status (2 and one line on stderr for a user error, 130 on Ctrl-C)."""
+    return run_main(_dispatch, argv)
 
 
 if __name__ == "__main__":

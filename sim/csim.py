@@ -46,6 +46,7 @@ from m3vit.codegen.layout import (
     scratch_layout,
     unpack_tokens,
 )
+from m3vit.errors import ToolkitError
 from m3vit.sim.inputs import random_quantized_image
 
 CACHE_DIR = Path(os.environ.get("M3VIT_CSIM_CACHE", BUILD_ROOT / "csim_cache"))
@@ -58,7 +59,7 @@ API_SOURCE = "tb/m3vit_csim_api.cpp"
 TB_SOURCE = "tb/tb_m3vit.cpp"
 
 
-class CsimError(RuntimeError):
+class CsimError(ToolkitError, RuntimeError):
     """A C-simulation build or run failed; the message names the step and, for builds, the log."""
 
 

@@ -280,9 +280,15 @@ def test_moe_unit_model_matches_rtl_late_tokens_and_many_waves() -> None:
 def test_moe_unit_model_matches_rtl_sizes(variant: str) -> None:
     """Other array sizes, bus widths, a congested memory (long latency, half bandwidth) and model routings."""
     from m3vit.explore.bench_perf import RTL_VARIANTS
+    from m3vit.sim.rtl.runner import build_cases
 
     config, profile, knobs = RTL_VARIANTS[variant]
-    cases = _rtl_or_skip(config, profile, knobs, seed=13, real=1 if config == "vit_tiny_cityscapes" else 0)
+    real = 1 if config == "vit_tiny_cityscapes" else 0
+    cases = _rtl_or_skip(config, profile, knobs, seed=13, real=real)
+    # every case the bench builds came back from the simulator (an empty list would agree vacuously)
+    built = build_cases(load_config(config), seed=13, real=real, rand=2, edge=True, max_tokens=knobs.get("max_tokens"))
+    assert len(cases) == len(built.cases) >= 2 + real + 3
+    assert {"single_token", "all_tokens_one_expert", "no_tokens"} <= {c.label for c in cases}
     for c in cases:
         _model_agrees(c)
 

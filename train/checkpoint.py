@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from m3vit.codegen.config import DesignConfig
+from m3vit.errors import ToolkitError
 from m3vit.sim.reference import M3ViT
 
 FORMAT = "m3vit-accel/1"
@@ -39,7 +40,7 @@ FORMAT = "m3vit-accel/1"
 LAYOUTS = ("auto", "native", "timm", "m3vit")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ToolkitError, ValueError):
     """A weights file that cannot be used; ``str(err)`` is one line naming the key or file."""
 
 

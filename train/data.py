@@ -33,6 +33,7 @@ from torch.nn import functional
 from torch.utils.data import Dataset
 
 from m3vit.codegen.config import DesignConfig, TaskSpec
+from m3vit.errors import UserError
 from m3vit.train.tasks import IGNORE_INDEX, TaskKind, check_task
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -182,7 +183,7 @@ class SyntheticScenes(Dataset):
 
     def __init__(self, cfg: DesignConfig, split: str = "train", size: int | None = None, seed: int = 0) -> None:
         if split not in SPLIT_IDS:
-            raise ValueError(f"split {split!r} must be one of {sorted(SPLIT_IDS)}")
+            raise UserError(f"split {split!r} must be one of {sorted(SPLIT_IDS)}")
         m = cfg.model
         self.tasks = list(m.tasks)
         self.kinds = {t.name: check_task(t) for t in self.tasks}
@@ -223,7 +224,7 @@ def _pil():
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("reading PASCAL-Context / NYUD-v2 images needs Pillow: pip install pillow") from None
+        raise UserError("reading PASCAL-Context / NYUD-v2 images needs Pillow: pip install pillow") from None
     return Image
 
 
@@ -231,7 +232,7 @@ def _loadmat(path: Path) -> dict:
     try:
         from scipy.io import loadmat
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("reading PASCAL-Context .mat annotations needs SciPy: pip install scipy") from None
+        raise UserError("reading PASCAL-Context .mat annotations needs SciPy: pip install scipy") from None
     return loadmat(str(path))
 
 
@@ -336,7 +337,7 @@ class PascalContextMT(_FolderMT):
         if kind is TaskKind.SEGMENTATION:
             return "human_parts" if "part" in task else "semseg"
         if kind is TaskKind.DEPTH:
-            raise ValueError("PASCAL-Context has no depth task; use NYUDMT for depth")
+            raise UserError("PASCAL-Context has no depth task; use NYUDMT for depth")
         return {TaskKind.NORMALS: "normals", TaskKind.SALIENCY: "sal", TaskKind.EDGE: "edge"}[kind]
 
     def _load(self, task: str, image_id: str) -> np.ndarray:
@@ -395,7 +396,7 @@ class NYUDMT(_FolderMT):
     def _source(self, task: str) -> str:
         kind = self.kinds[task]
         if kind is TaskKind.SALIENCY:
-            raise ValueError("NYUD-v2 has no saliency task")
+            raise UserError("NYUD-v2 has no saliency task")
         return {TaskKind.SEGMENTATION: "segmentation", TaskKind.DEPTH: "depth", TaskKind.NORMALS: "normals",
                 TaskKind.EDGE: "edge"}[kind]
 
@@ -419,9 +420,9 @@ def build_dataset(
     if kind == "synthetic":
         return SyntheticScenes(cfg, split, size=size, seed=seed)
     if kind not in DATASETS:
-        raise ValueError(f"dataset {kind!r} must be one of {list(DATASETS)}")
+        raise UserError(f"dataset {kind!r} must be one of {list(DATASETS)}")
     if root is None:
-        raise ValueError(f"dataset {kind!r} needs a data root (--data-root)")
+        raise UserError(f"dataset {kind!r} needs a data root (--data-root)")
     return (PascalContextMT if kind == "pascal" else NYUDMT)(root, cfg, split)
 
 

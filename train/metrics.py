@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from m3vit.codegen.config import TaskSpec
+from m3vit.errors import UserError, one_line
 from m3vit.train.tasks import HIGHER_IS_BETTER, IGNORE_INDEX, PRIMARY_METRIC, TaskKind, check_task, task_kind
 
 THRESHOLDS = np.round(np.linspace(0.01, 0.99, 99), 2)
@@ -210,10 +211,12 @@ def delta_m(multi: Mapping[str, Mapping[str, float]], single: Mapping[str, Mappi
     """
     tasks = [t for t in multi if t in single]
     if not tasks:
-        raise ValueError(f"no task in common between {sorted(multi)} and the baselines {sorted(single)}")
+        raise UserError(f"no task in common between {sorted(multi)} and the baselines {sorted(single)}")
     terms = []
     for t in tasks:
         name, m = primary(t, multi[t])
+        if name not in single[t]:
+            raise UserError(f"the baseline of task {t!r} lacks its primary metric {name!r} (has {sorted(single[t])})")
         s = float(single[t][name])
         sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
         terms.append(sign * (m - s) / s * 100.0)
@@ -222,11 +225,22 @@ def delta_m(multi: Mapping[str, Mapping[str, float]], single: Mapping[str, Mappi
 
 def load_baselines(paths: Sequence[str | Path]) -> dict[str, dict[str, float]]:
     """Single-task baseline metrics from JSON files, merged: each file is ``{task: {metric: value}}`` or
-    the ``--json`` output of ``eval`` (its ``float`` part is used)."""
+    the ``--json`` output of ``eval`` (its ``float`` part is used); UserError naming the file otherwise."""
     out: dict[str, dict[str, float]] = {}
     for path in paths:
-        data = json.loads(Path(path).read_text())
-        out.update(data["float"] if isinstance(data.get("float"), dict) else data)
+        try:
+            data = json.loads(Path(path).read_text())
+        except ValueError as err:
+            raise UserError(f"--baseline {path}: not JSON ({one_line(err)})") from None
+        if isinstance(data, dict) and isinstance(data.get("float"), dict):
+            data = data["float"]
+        valid = isinstance(data, dict) and all(
+            isinstance(m, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
+            for m in data.values()
+        )
+        if not valid:
+            raise UserError(f"--baseline {path}: expected {{task: {{metric: number}}}} or an `m3vit eval --json` file")
+        out.update({task: {k: float(v) for k, v in m.items()} for task, m in data.items()})
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from torch import Tensor
 from torch.nn import functional
 from torch.utils.data import Dataset
 
-from m3vit.codegen.config import ConfigError, DesignConfig, TaskSpec, load_config
+from m3vit.codegen.config import DesignConfig, TaskSpec, load_config
+from m3vit.errors import ArgumentParser, UserError, int_range, run_main
 from m3vit.sim.reference import M3ViT
 from m3vit.train.data import build_dataset, get_batch
 from m3vit.train.metrics import delta_m, load_baselines, make_meter
@@ -118,6 +118,8 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Every task's metrics of ``predictor`` over ``dataset`` (its first ``limit`` samples)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n < 1:  # metrics of no images would be NaN
+        raise UserError(f"no images to evaluate ({len(dataset)} in the dataset, limit {limit})")
     meters = {t.name: make_meter(t, edge_tolerance) for t in tasks}
     for lo in range(0, n, batch_size):
         batch = get_batch(dataset, range(lo, min(n, lo + batch_size)))
@@ -152,7 +154,7 @@ def evaluate_checkpoint(
 
 # ------------------------------------------------------------------------------------------ eval CLI
 def build_eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="m3vit eval",
         description="Task metrics of a checkpoint on a held-out split (float, fixed-point golden model, or both).",
     )
@@ -162,31 +164,30 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic", choices=["synthetic", "pascal", "nyud"])
     p.add_argument("--data-root", default=None, help="dataset folder (pascal / nyud)")
     p.add_argument("--split", default="val")
-    p.add_argument("--size", type=int, default=None, help="synthetic split size (default: the split's default)")
+    p.add_argument("--size", type=int_range(1), default=None,
+                   help="synthetic split size (default: the split's default)")
     p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--limit", type=int_range(1), default=None, help="evaluate only the first N images")
     p.add_argument("--fixed", action="store_true", help="also evaluate the bit-accurate fixed-point golden model")
     p.add_argument("--baseline", action="append", default=[], metavar="JSON",
                    help="single-task baseline metrics for Δm: a JSON {task: {metric: value}} or an eval --json "
                    "output (repeatable)")
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int_range(1), default=64)
     return p
 
 
-def eval_main(argv: Sequence[str] | None = None) -> int:
-    """``m3vit eval``: print (and optionally save) per-task metrics of a checkpoint; returns an exit code."""
+def eval_command(argv: Sequence[str]) -> int:
+    """``m3vit eval``: print (and optionally save) per-task metrics of a checkpoint; raises the toolkit's errors."""
     args = build_eval_parser().parse_args(argv)
-    try:
-        baselines = load_baselines(args.baseline)
-        report = evaluate_checkpoint(
-            args.checkpoint, config=args.config, dataset=args.dataset, data_root=args.data_root,
-            split=args.split, size=args.size, seed=args.seed, limit=args.limit, fixed=args.fixed,
-            batch_size=args.batch_size,
-        )
-    except (ConfigError, ValueError, KeyError, FileNotFoundError, ImportError) as err:
-        print(f"m3vit: error: {err}", file=sys.stderr)
-        return 2
+    if args.json and Path(args.json).is_dir():
+        raise UserError(f"--json {args.json} is a folder; give the JSON file to write")
+    baselines = load_baselines(args.baseline)
+    report = evaluate_checkpoint(
+        args.checkpoint, config=args.config, dataset=args.dataset, data_root=args.data_root,
+        split=args.split, size=args.size, seed=args.seed, limit=args.limit, fixed=args.fixed,
+        batch_size=args.batch_size,
+    )
     for mode in ("float", "fixed"):
         if mode not in report:
             continue
@@ -201,6 +202,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """:func:`eval_command` with user errors as one line (exit status 2) and ``--debug``."""
+    return run_main(eval_command, argv)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from m3vit.codegen.config import TaskSpec
+from m3vit.codegen.config import ConfigError, TaskSpec
 
 IGNORE_INDEX = 255
 """Segmentation label that is ignored by the loss and the metrics."""
@@ -83,7 +83,7 @@ def task_kind(task: str | TaskSpec) -> TaskKind:
     try:
         return TASK_KINDS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"task {name!r} has no known kind; name tasks after one of {sorted(TASK_KINDS)} (see m3vit.train.tasks)"
         ) from None
 
@@ -93,9 +93,9 @@ def check_task(task: TaskSpec) -> TaskKind:
     kind = task_kind(task)
     need = REQUIRED_CHANNELS[kind]
     if need is None and task.channels < 2:
-        raise ValueError(f"task {task.name!r} ({kind.value}) needs ≥ 2 channels (classes); got {task.channels}")
+        raise ConfigError(f"task {task.name!r} ({kind.value}) needs ≥ 2 channels (classes); got {task.channels}")
     if need is not None and task.channels != need:
-        raise ValueError(f"task {task.name!r} ({kind.value}) needs {need} channel(s); got {task.channels}")
+        raise ConfigError(f"task {task.name!r} ({kind.value}) needs {need} channel(s); got {task.channels}")
     return kind
 
 

@@ -37,7 +37,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from m3vit import build_dir
-from m3vit.codegen.config import ConfigError, DesignConfig, FixedFormat, load_config, with_overrides
+from m3vit.codegen.config import DesignConfig, FixedFormat, load_config, with_overrides
+from m3vit.errors import ArgumentParser, UserError, float_range, int_range, run_main
 from m3vit.sim.reference import BALANCE_LOSS_WEIGHT, ExpertLinear, M3ViT, Router, TaskHead
 from m3vit.train.data import DATASETS, build_dataset, get_batch
 from m3vit.train.tasks import TaskKind, check_task, task_loss
@@ -108,7 +109,7 @@ def training_config(opts: TrainOptions) -> DesignConfig:
         by_name = {t.name: t for t in cfg.model.tasks}
         unknown = [t for t in opts.tasks if t not in by_name]
         if unknown:
-            raise ValueError(f"--tasks {unknown} not in the config's tasks {list(by_name)}")
+            raise UserError(f"--tasks {unknown} not in the config's tasks {list(by_name)}")
         overrides["model.tasks"] = [by_name[t].model_dump() for t in opts.tasks]
     return with_overrides(cfg, **overrides) if overrides else cfg
 
@@ -165,7 +166,7 @@ class MultiTaskLoss(nn.Module):
         self.kinds: dict[str, TaskKind] = {t.name: check_task(t) for t in model.cfg.model.tasks}
         unknown = [t for t in weights if t not in self.kinds]
         if unknown:
-            raise ValueError(f"task weights for unknown task(s) {unknown}; tasks are {list(self.kinds)}")
+            raise UserError(f"--task-weight for unknown task(s) {unknown}; tasks are {list(self.kinds)}")
         self.weights = {t: float(weights.get(t, 1.0)) for t in self.kinds}
 
     def forward(self, images: Tensor, targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -208,7 +209,8 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> Tensor:
     batch dropped."""
     per_epoch = n // batch
     if per_epoch == 0:
-        raise ValueError(f"the training set has {n} samples, fewer than one batch of {batch}")
+        raise UserError(f"the training set has {n} samples, fewer than one batch of {batch} "
+                        f"(--train-size, --batch-size)")
     epoch, j = divmod(step, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch))
     return perm[j * batch : (j + 1) * batch]
@@ -252,7 +254,7 @@ def train(opts: TrainOptions) -> TrainResult:
     try:
         torch.set_num_threads(opts.threads or 1)
         if opts.batch_size % world:
-            raise ValueError(f"--batch-size {opts.batch_size} must be divisible by the {world} processes")
+            raise UserError(f"--batch-size {opts.batch_size} must be divisible by the {world} processes")
         cfg = training_config(opts)
         torch.manual_seed(opts.seed + rank)  # router noise (the weights are drawn by init_for_training)
         out_dir = Path(opts.out_dir) if opts.out_dir else build_dir("train", cfg.name)
@@ -332,7 +334,7 @@ def train(opts: TrainOptions) -> TrainResult:
                             p.clamp_(lo, hi)
                 stats = _all_mean(torch.cat([total.detach()[None], losses.detach(), aux.detach()[None]]), world)
                 if not math.isfinite(float(stats[0])):
-                    raise FloatingPointError(f"loss became {float(stats[0])} at step {step}; lower --lr")
+                    raise UserError(f"loss became {float(stats[0])} at step {step}; lower --lr")
                 rec = {"step": step, "lr": optimizer.param_groups[0]["lr"], "loss": float(stats[0]),
                        **{f"loss_{n}": float(v) for n, v in zip(names, stats[1:-1], strict=True)},
                        "aux": float(stats[-1]), "time": round(time.perf_counter() - t0, 3)}
@@ -372,51 +374,55 @@ def _task_weight(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"task weight {text!r} must be NAME=VALUE")
-    return name, float(value)
+    return name, float_range(0.0)(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainOptions()
-    p = argparse.ArgumentParser(prog="m3vit train", description="Train an M3ViT multi-task MoE model (see "
+    p = ArgumentParser(prog="m3vit train", description="Train an M3ViT multi-task MoE model (see "
                                 "docs/training.md). Launch with torchrun for multi-process data parallelism.")
     p.add_argument("config", nargs="?", default=d.config, help="config file or preset name (default: tiny)")
     p.add_argument("--out-dir", default=None, help="checkpoints and log (default: build/train/<config name>)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size over all processes")
+    p.add_argument("--steps", type=int_range(1), default=d.steps, help=f"optimizer steps (default {d.steps})")
+    p.add_argument("--batch-size", type=int_range(1), default=d.batch_size, help="global batch size over all processes")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
-    p.add_argument("--lr", type=float, default=None, help=f"base learning rate (default {DEFAULT_LR})")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=None, help=f"default {DEFAULT_WEIGHT_DECAY}")
-    p.add_argument("--poly-power", type=float, default=d.poly_power)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
+    p.add_argument("--lr", type=float_range(0.0, low_open=True), default=None,
+                   help=f"base learning rate (default {DEFAULT_LR})")
+    p.add_argument("--momentum", type=float_range(0.0, 1.0), default=d.momentum)
+    p.add_argument("--weight-decay", type=float_range(0.0), default=None, help=f"default {DEFAULT_WEIGHT_DECAY}")
+    p.add_argument("--poly-power", type=float_range(0.0), default=d.poly_power)
+    p.add_argument("--warmup-steps", type=int_range(0), default=d.warmup_steps)
+    p.add_argument("--grad-clip", type=float_range(0.0), default=d.grad_clip, help="max gradient norm (0 = off)")
     p.add_argument("--seed", type=int, default=d.seed, help="model initialisation and data order")
     p.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
     p.add_argument("--data-root", default=None, help="dataset folder (pascal / nyud)")
     p.add_argument("--data-seed", type=int, default=d.data_seed, help="synthetic dataset seed")
-    p.add_argument("--train-size", type=int, default=None, help="synthetic training scenes (default 4096)")
-    p.add_argument("--val-size", type=int, default=None, help="synthetic held-out scenes (default 512)")
+    p.add_argument("--train-size", type=int_range(1), default=None, help="synthetic training scenes (default 4096)")
+    p.add_argument("--val-size", type=int_range(1), default=None, help="synthetic held-out scenes (default 512)")
     p.add_argument("--tasks", nargs="+", default=None, help="train only these tasks (single-task baselines)")
     p.add_argument("--task-weight", type=_task_weight, action="append", default=[], metavar="TASK=W",
                    help="loss weight of a task (default 1; repeatable)")
     p.add_argument("--gate", choices=["multi_gate", "task_conditioned"], default=None,
                    help="override the config's gate")
-    p.add_argument("--balance-weight", type=float, default=d.balance_weight, help="load-balancing loss weight")
-    p.add_argument("--noise-std", type=float, default=d.noise_std, help="router noise σ (std σ/N), training only")
+    p.add_argument("--balance-weight", type=float_range(0.0), default=d.balance_weight,
+                   help="load-balancing loss weight")
+    p.add_argument("--noise-std", type=float_range(0.0), default=d.noise_std,
+                   help="router noise σ (std σ/N), training only")
     p.add_argument("--no-clip-to-format", dest="clip_to_format", action="store_false",
                    help="do not keep backbone weights inside their fixed-point formats")
     p.add_argument("--init", default=None, help="start from these weights (timm/DeiT, M3ViT or ours)")
     p.add_argument("--init-layout", choices=["auto", "native", "timm", "m3vit"], default="auto")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps (0: at the end)")
+    p.add_argument("--eval-every", type=int_range(0), default=d.eval_every,
+                   help="evaluate every N steps (0: at the end)")
     p.add_argument("--no-eval", dest="eval", action="store_false", help="skip the final held-out evaluation")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint every N steps")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="write log.jsonl every N steps")
+    p.add_argument("--ckpt-every", type=int_range(1), default=d.ckpt_every, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int_range(1), default=d.log_every, help="write log.jsonl every N steps")
     p.add_argument("--resume", action="store_true", help="continue from --out-dir's checkpoint if there is one")
-    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+    p.add_argument("--stop-at", type=int_range(1), default=None, metavar="STEP",
                    help="stop at this step (writing a checkpoint); continue later with --resume")
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--threads", type=int_range(1, 256), default=None, help="torch threads per process")
     return p
 
 
@@ -429,16 +435,10 @@ def options_from_args(argv: Sequence[str] | None = None) -> TrainOptions:
     return TrainOptions(**values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``m3vit train``: train, print the held-out metrics; returns an exit code (2 on a user error)."""
-    from m3vit.train.checkpoint import CheckpointError
-
-    try:
-        opts = options_from_args(argv)
-        result = train(opts)
-    except (ConfigError, ValueError, CheckpointError, FileNotFoundError, ImportError) as err:
-        print(f"m3vit: error: {err}", file=sys.stderr)
-        return 2
+def command(argv: Sequence[str]) -> int:
+    """``m3vit train``: train, print the held-out metrics; raises the toolkit's errors (see :func:`main`)."""
+    opts = options_from_args(argv)
+    result = train(opts)
     if _dist_env()[0] == 0:
         last = result.log[-1] if result.log else {}
         print(f"{result.config.name}: {result.step} steps in {result.seconds:.1f} s, final loss "
@@ -448,6 +448,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """:func:`command` with user errors as one line (exit status 2) and ``--debug``: ``python -m m3vit.train.train``."""
+    return run_main(command, argv)
+
+
 __all__ = [
     "MultiTaskLoss",
     "TrainOptions",
@@ -455,6 +460,7 @@ __all__ = [
     "batch_indices",
     "build_optimizer",
     "build_parser",
+    "command",
     "fixed_point_limits",
     "init_for_training",
     "learning_rate",

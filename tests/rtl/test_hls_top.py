@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from m3vit import build_dir
+from m3vit.codegen.hls import register_map
 from m3vit.sim.rtl.runner import prepare_simulator
 from tests.conftest import REPO_ROOT
 
@@ -68,6 +69,57 @@ def test_parse_control_regs() -> None:
         {"name": "num_tokens", "offsets": [0x10], "kind": "scalar"},
         {"name": "x", "offsets": [0x18, 0x1C], "kind": "pointer"},
     ]
+
+
+def export_problems(regs: list[dict], bundles: list[str], regmap: dict) -> list[str]:
+    """How an export's registers (:func:`parse_control_regs`) and m_axi bundles differ from ``regmap``
+    (``codegen.hls.register_map()``, what the driver and register_map.json use); empty when they agree."""
+    problems = []
+    ours = {a["name"]: a for a in regmap["args"]}
+    theirs = {r["name"]: r for r in regs}
+    for name in sorted(ours.keys() - theirs.keys()):
+        problems.append(f"{name}: in register_map() but not in the export")
+    for name in sorted(theirs.keys() - ours.keys()):
+        problems.append(f"{name}: in the export but not in register_map()")
+    for name in sorted(ours.keys() & theirs.keys()):
+        a, r = ours[name], theirs[name]
+        if a["data_offsets"] != r["offsets"] or a["kind"] != r["kind"]:
+            problems.append(f"{name}: export {r['kind']} at {[hex(o) for o in r['offsets']]}, register_map() "
+                            f"{a['kind']} at {[hex(o) for o in a['data_offsets']]}")
+    expected_bundles = sorted({a["bundle"] for a in regmap["args"] if a["kind"] == "pointer"})
+    if sorted(bundles) != expected_bundles:
+        problems.append(f"m_axi bundles: export {sorted(bundles)}, register_map() {expected_bundles}")
+    return problems
+
+
+def _control_comment(entries: list[tuple[int, str]]) -> str:
+    """An address-map comment in the format Vitis HLS writes into ``*_control_s_axi.v``."""
+    return "\n".join(f"// 0x{off:02x} : Data signal of {name}\n//        bit 31~0 - {name}[31:0] (Read/Write)"
+                     for off, name in entries)
+
+
+def test_export_comparison_catches_a_moved_register_and_a_missing_bundle() -> None:
+    """The comparison itself: an export written by the rule agrees; one register moved or one bundle lost does not."""
+    regmap = register_map()
+    entries = [(o, a["name"]) for a in regmap["args"] for o in a["data_offsets"]]
+    bundles = sorted({a["bundle"] for a in regmap["args"] if a["kind"] == "pointer"})
+    assert len(bundles) >= 2 and entries
+    assert export_problems(parse_control_regs(_control_comment(entries)), bundles, regmap) == []
+    moved = [(o + 8 if name == entries[-1][1] else o, name) for o, name in entries]
+    assert any(entries[-1][1] in p for p in export_problems(parse_control_regs(_control_comment(moved)), bundles,
+                                                               regmap))
+    assert export_problems(parse_control_regs(_control_comment(entries)), bundles[1:], regmap)
+
+
+def test_hls_export_matches_register_map() -> None:
+    """The offsets Vitis HLS assigned (its own address-map comment) are those of register_map.json."""
+    vdir, how = find_hls_export()
+    if vdir is None:
+        pytest.skip(how)
+    ctrl = next(vdir.glob("*_control_s_axi.v"))
+    top = ctrl.name.removesuffix("_control_s_axi.v")
+    bundles = sorted(set(re.findall(r"m_axi_(\w+?)_AWADDR", (vdir / f"{top}.v").read_text())))
+    assert export_problems(parse_control_regs(ctrl.read_text()), bundles, register_map(top=top)) == [], how
 
 
 @pytest.mark.cocotb

@@ -50,6 +50,8 @@ class FloatPredictor:
 class FixedPointPredictor:
     """Backbone by the golden model (integers), head in float on the dequantised tokens.
 
+    A pruned model (:meth:`M3ViT.prune_experts`, applied before construction) is pruned the same way here.
+
     ``saturations`` counts the values the golden model clamped (act/qkv/... formats) over every call.
     """
 
@@ -61,7 +63,7 @@ class FixedPointPredictor:
         self.kinds = {t.name: check_task(t) for t in self.cfg.model.tasks}
         qmodel = quantize_state_dict(self.cfg, model.state_dict())
         self.weight_saturations = sum(qmodel.saturation.values())
-        self.golden = GoldenModel(self.cfg, qmodel)
+        self.golden = GoldenModel(self.cfg, qmodel, experts=getattr(model, "expert_map", None))
         self.saturations = 0
 
     def tokens(self, images: Tensor, task: str) -> Tensor:

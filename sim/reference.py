@@ -487,7 +487,7 @@ class M3ViT(nn.Module):
         """Route the MoE layers of ``experts`` ((task, block) → kept experts, :mod:`m3vit.sim.pruning`) over
         their kept experts only; ``None`` or ``{}`` restores full routing. Weights are untouched. Returns self."""
         experts = dict(experts or {})
-        for (task, b), kept in experts.items():
+        for task, b in experts:
             if not (0 <= b < len(self.blocks) and isinstance(self.blocks[b].mlp, MoEMlp)):
                 raise ValueError(f"block {b} is not an MoE layer of this model")
             self.task_index(task)

@@ -184,6 +184,7 @@ DELEGATES = {
     "dse": ("m3vit.explore.dse", "main", "design-space exploration: Pareto front, writes the best config"),
     "train": ("m3vit.train.train", "main", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
     "eval": ("m3vit.train.predict", "eval_main", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
+    "experts": ("m3vit.train.experts", "main", "per-task expert routing statistics, pruning plans, pruning sweep"),
 }
 """Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them)."""
 

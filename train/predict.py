@@ -65,6 +65,7 @@ class FixedPointPredictor:
         self.weight_saturations = sum(qmodel.saturation.values())
         self.golden = GoldenModel(self.cfg, qmodel, experts=getattr(model, "expert_map", None))
         self.saturations = 0
+        self.on_result: Callable[[Any], None] | None = None  # called with each image's GoldenResult
 
     def tokens(self, images: Tensor, task: str) -> Tensor:
         """Golden-model backbone tokens [B, T, dim] as floats (integer · act lsb)."""
@@ -73,6 +74,8 @@ class FixedPointPredictor:
         for image in images.double().numpy():
             res = self.golden.run(self.golden.quantize_image(image), task, taps=False)
             self.saturations += sum(sum(v.values()) for v in res.saturation.values())
+            if self.on_result is not None:
+                self.on_result(res)
             out.append(res.tokens * lsb)
         return torch.from_numpy(np.stack(out)).to(self.model.cls_token.dtype)
 

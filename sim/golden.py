@@ -40,7 +40,8 @@ SCORE_BITS = 32  # base-2 attention logits z are saturated to a signed 32-bit re
 class Routing:
     """One MoE layer's routing for one image.
 
-    ``experts`` [T, K] chosen experts in rank order (highest logit first, ties → lower index);
+    ``experts`` [T, K] chosen experts in rank order (highest logit first, ties → lower index; K' ≤ K columns
+    in a pruned layer);
     ``gates`` [T, K] their integer combine weights (PROB_FRAC fraction bits, not renormalised);
     ``logits`` [T, N] router logits in the logit format.
     """

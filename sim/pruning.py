@@ -60,7 +60,9 @@ def kept_experts(
     return (t, block), KeptExperts(tuple(sorted(experts)), k)
 
 
-def expert_map(cfg: DesignConfig, layers: Mapping[str | int, Mapping[int, tuple[Sequence[int], int | None]]]) -> dict:
+def expert_map(
+    cfg: DesignConfig, layers: Mapping[str | int, Mapping[int, tuple[Sequence[int], int | None]]]
+) -> dict[tuple[int, int], KeptExperts]:
     """``{task: {block: (experts, top_k or None)}}`` → a validated :data:`ExpertMap` (see :func:`kept_experts`)."""
     out: dict[tuple[int, int], KeptExperts] = {}
     for task, blocks in layers.items():

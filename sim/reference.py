@@ -16,6 +16,8 @@ Structure (``cfg.model`` supplies every size)::
 MoE layers route V-MoE style: logits = x·W_g; softmax over all N experts; keep the top-K experts by logit
 (ties → lower expert index); the combine weights are those K probabilities, NOT renormalised. Experts
 run sparsely, expert by expert over the queue of tokens routed to each (the accelerator's order).
+A layer pruned for a task (:meth:`M3ViT.prune_experts`) routes top-K' over its kept experts only: the
+other logits are masked to -∞ before the softmax (docs/numerics.md §10, docs/pruning.md).
 
 State-dict keys follow the public M³ViT checkpoints (without their ``module.backbone.`` prefix):
 ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.{i}.norm1/attn.qkv/attn.proj/norm2``,

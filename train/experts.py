@@ -46,9 +46,8 @@ SOURCES = ("float", "fixed")
 SELECTION_AGREEMENT = 0.85
 """Minimum share of tokens, per task and MoE layer, whose selected expert set is the same in the float and
 the golden model. Measured on the shipped tiny model over 512 val images: 0.861 to 0.950 per layer. The
-routers are well balanced, so many tokens sit near the top-K boundary, and the Q8.8 router weights move
-logits by up to ~dim · 2^-9 · |x|: rounding only the router weights of the float model already gives
-0.89 to 0.98 (docs/pruning.md)."""
+routers are well balanced, so many tokens sit near the top-K boundary, and the Q8.8 router weights shift
+the logits: rounding only the float model's router weights already gives 0.89 to 0.98 (docs/pruning.md)."""
 
 SHARE_TOLERANCE = 0.07
 """Maximum |float − fixed| share of tokens selecting an expert, per task, layer and expert (measured on the

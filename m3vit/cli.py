@@ -277,6 +277,7 @@ DELEGATES = {
     "dse": ("m3vit.explore.dse", "command", "design-space exploration: Pareto front, writes the best config"),
     "train": ("m3vit.train.train", "command", "train a model on the synthetic multi-task scenes (DDP under torchrun)"),
     "eval": ("m3vit.train.predict", "eval_command", "task metrics (mIoU, RMSE, edge F-score, Δm), float and fixed"),
+    "experts": ("m3vit.train.experts", "command", "per-task expert routing statistics, pruning plans, pruning sweep"),
 }
 """Sub-commands whose arguments belong to another module's parser (``m3vit train --help`` shows them): module,
 function (raises the toolkit's errors; :func:`main` reports them), help."""

@@ -30,6 +30,7 @@ from m3vit.sim.fixedpoint import (
     saturate,
     saturate_bits,
 )
+from m3vit.sim.pruning import ExpertMap, KeptExperts
 from m3vit.sim.quantize import QBlock, QExperts, QLayerNorm, QuantizedModel
 
 SCORE_BITS = 32  # base-2 attention logits z are saturated to a signed 32-bit register
@@ -39,7 +40,8 @@ SCORE_BITS = 32  # base-2 attention logits z are saturated to a signed 32-bit re
 class Routing:
     """One MoE layer's routing for one image.
 
-    ``experts`` [T, K] chosen experts in rank order (highest logit first, ties → lower index);
+    ``experts`` [T, K] chosen experts in rank order (highest logit first, ties → lower index; K' ≤ K columns
+    in a pruned layer);
     ``gates`` [T, K] their integer combine weights (PROB_FRAC fraction bits, not renormalised);
     ``logits`` [T, N] router logits in the logit format.
     """
@@ -68,10 +70,15 @@ class GoldenResult:
 
 
 class GoldenModel:
-    """The accelerator's arithmetic, exactly. One instance per (config, quantised weights)."""
+    """The accelerator's arithmetic, exactly. One instance per (config, quantised weights).
 
-    def __init__(self, cfg: DesignConfig, qmodel: QuantizedModel) -> None:
+    ``experts`` (optional) prunes MoE layers per task: (task, block) → the kept experts and top-K, routed by
+    the pruned-router rule of docs/numerics.md §10; layers without an entry route as usual.
+    """
+
+    def __init__(self, cfg: DesignConfig, qmodel: QuantizedModel, experts: ExpertMap | None = None) -> None:
         self.cfg, self.q = cfg, qmodel
+        self.experts: dict[tuple[int, int], KeptExperts] = dict(experts or {})
         self.k = constants(cfg)
         self._exp2 = np.asarray(self.k.exp2, dtype=np.int64)
         self._gelu = np.asarray(self.k.gelu.values, dtype=np.int64)
@@ -149,7 +156,7 @@ class GoldenModel:
         n2 = self.layernorm(x, blk.norm2, log)
         record(f"block{i}.norm2", n2)
         if blk.experts is not None:
-            routing = self.route(n2, blk.experts, task, log)
+            routing = self.route(n2, blk.experts, task, log, self.experts.get((task, i)))
             res.routing[i] = routing
             record(f"block{i}.logits", routing.logits)
             y = self.moe_expert_by_expert(n2, blk.experts, routing, log)
@@ -228,10 +235,18 @@ class GoldenModel:
         return o.transpose(1, 0, 2).reshape(t, d)
 
     # ------------------------------------------------------------------------------------ §10
-    def route(self, x: np.ndarray, ex: QExperts, task: int, log: SaturationLog) -> Routing:
-        """Router: logits, softmax over all N by exp2 table, top-K by logit (ties → lower index)."""
+    def route(
+        self, x: np.ndarray, ex: QExperts, task: int, log: SaturationLog, keep: KeptExperts | None = None
+    ) -> Routing:
+        """Router: logits, softmax over all N by exp2 table, top-K by logit (ties → lower index).
+
+        With ``keep`` the layer is pruned: softmax and top-``keep.top_k`` over the kept experts only
+        (:meth:`pruned_gates`)."""
         m, n = self.cfg.model, self.cfg.numerics
         logits = linear(x, ex.router_w[task], ex.router_b[task], self._shift("norm", "logit"), n.logit, log, "logit")
+        if keep is not None:
+            experts, gates = self.pruned_gates(logits, keep)
+            return Routing(experts=experts, gates=gates, logits=logits)
         z = rshr((logits - logits.max(axis=1, keepdims=True)) * self.k.router_scale,
                  n.logit.frac + SCALE_FRAC - n.exp_frac_bits)
         p = exp2neg(z, self._exp2, n.exp_frac_bits)
@@ -240,6 +255,26 @@ class GoldenModel:
         # stable sort on -logit keeps ties in ascending expert order
         experts = np.argsort(-logits, axis=1, kind="stable")[:, : m.top_k]
         return Routing(experts=experts, gates=np.take_along_axis(gates, experts, axis=1), logits=logits)
+
+    def pruned_gates(self, logits: np.ndarray, keep: KeptExperts) -> tuple[np.ndarray, np.ndarray]:
+        """§10's pruned router on integer ``logits`` [T, N]: experts [T, K'] and gates [T, K'] (K' = keep.top_k).
+
+        Pruned experts take no part: the max, the exp2 sum and the top-K run over the kept experts only
+        (as if their logits were -∞); with every expert kept this equals the unpruned router bit for bit.
+        """
+        n = self.cfg.numerics
+        kept = np.asarray(keep.mask(logits.shape[1]))  # [N]
+        # any kept logit serves as the masked-out value: it never exceeds the kept max nor enters the sum
+        lmax = np.where(kept, logits, logits[:, [keep.experts[0]]]).max(axis=1, keepdims=True)
+        z = rshr(np.where(kept, logits - lmax, 0) * self.k.router_scale, n.logit.frac + SCALE_FRAC - n.exp_frac_bits)
+        p = np.where(kept, exp2neg(z, self._exp2, n.exp_frac_bits), 0)
+        r, length = recip(p.sum(axis=1, keepdims=True))
+        gates = rshr(p * r, length + RECIP_FRAC - PROB_FRAC)
+        # stable sort of the kept experts' -logit keeps ties in ascending expert order
+        cols = np.asarray(keep.experts)
+        order = np.argsort(-logits[:, cols], axis=1, kind="stable")[:, : keep.top_k]
+        experts = cols[order]
+        return experts, np.take_along_axis(gates, experts, axis=1)
 
     # ------------------------------------------------------------------------------------ §11
     def expert_ffn(self, x: np.ndarray, ex: QExperts, e: int, log: SaturationLog) -> np.ndarray:

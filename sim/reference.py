@@ -16,6 +16,8 @@ Structure (``cfg.model`` supplies every size)::
 MoE layers route V-MoE style: logits = x·W_g; softmax over all N experts; keep the top-K experts by logit
 (ties → lower expert index); the combine weights are those K probabilities, NOT renormalised. Experts
 run sparsely, expert by expert over the queue of tokens routed to each (the accelerator's order).
+A layer pruned for a task (:meth:`M3ViT.prune_experts`) routes top-K' over its kept experts only: the
+other logits are masked to -∞ before the softmax (docs/numerics.md §10, docs/pruning.md).
 
 State-dict keys follow the public M³ViT checkpoints (without their ``module.backbone.`` prefix):
 ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.{i}.norm1/attn.qkv/attn.proj/norm2``,
@@ -34,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from m3vit.codegen.config import DesignConfig
+from m3vit.sim.pruning import ExpertMap, KeptExperts
 
 __all__ = [
     "BALANCE_LOSS_WEIGHT",
@@ -54,6 +57,7 @@ __all__ = [
     "build_reference",
     "cv_squared",
     "init_trained_scale",
+    "pruned_top_k_route",
     "top_k_route",
 ]
 
@@ -241,6 +245,19 @@ NOISE_EPS = 1e-6
 """Below this noise std the load is a count of routed tokens, as in M³ViT's gate."""
 
 
+def pruned_top_k_route(logits: Tensor, kept: KeptExperts) -> tuple[Tensor, Tensor]:
+    """:func:`top_k_route` of a pruned layer: top-``kept.top_k`` among ``kept.experts`` only.
+
+    The other experts' logits are masked to -∞ before the softmax, so the softmax runs over the kept
+    experts (a pruned expert has probability 0 and is never selected; docs/numerics.md §10).
+    """
+    n = logits.shape[-1]
+    if len(kept.experts) < kept.top_k or not all(0 <= e < n for e in kept.experts):
+        raise ValueError(f"kept experts {list(kept.experts)} must be at least top_k = {kept.top_k} of [0, {n - 1}]")
+    mask = torch.tensor(kept.mask(n), device=logits.device)  # [N]
+    return top_k_route(logits.masked_fill(~mask, float("-inf")), kept.top_k)
+
+
 def cv_squared(v: Tensor) -> Tensor:
     """Squared coefficient of variation var(v) / (mean(v)² + 1e-10) with the unbiased (n − 1) variance,
     like M³ViT's ``cv_squared``; 0 for a single element."""
@@ -316,6 +333,7 @@ class MoEMlp(nn.Module):
         self.gate_kind = gate
         self.noise_std = float(noise_std)
         self.experts = Experts(num_experts, dim, hidden)
+        self.kept: dict[int, KeptExperts] = {}  # task index → kept experts of a pruned layer (none: all)
         self.gate: nn.Module
         if gate == "multi_gate":
             self.gate = nn.ModuleList(Router(dim, num_experts) for _ in range(num_tasks))
@@ -340,6 +358,9 @@ class MoEMlp(nn.Module):
         clean = self.router_logits(x, task, task_embedding)  # [B, T, N]
         noise_std = self.noise_std / self.num_experts if self.training else 0.0
         logits = clean + torch.randn_like(clean) * noise_std if noise_std > 0 else clean
+        if task in self.kept:  # pruned for this task: top-K' over the kept experts, K' = kept.top_k
+            indices, probs = pruned_top_k_route(logits, self.kept[task])  # [B, T, K'] each
+            return Routing(indices=indices, probs=probs, logits=logits, clean_logits=clean, noise_std=noise_std)
         indices, probs = top_k_route(logits, self.top_k)  # [B, T, K] each
         return Routing(indices=indices, probs=probs, logits=logits, clean_logits=clean, noise_std=noise_std)
 
@@ -364,7 +385,7 @@ class MoEMlp(nn.Module):
                 continue
             slots = queues[start : start + count]  # [n]
             start += count
-            tokens = slots // self.top_k  # [n]
+            tokens = slots // routing.indices.shape[-1]  # [n] (a pruned layer may route to K' < K)
             y = self.experts(flat_x[tokens], expert)  # [n, dim]
             y = y * slot_prob[slots].to(y.dtype).unsqueeze(-1)  # [n, dim]
             out.index_add_(0, tokens, y)
@@ -444,6 +465,7 @@ class M3ViT(nn.Module):
         m = cfg.model
         self.cfg = cfg
         self.balance_loss_weight = float(balance_loss_weight)
+        self.expert_map: dict[tuple[int, int], KeptExperts] = {}  # set by prune_experts (empty: unpruned)
         self.patch_embed = PatchEmbed(m.in_channels, m.patch_size, m.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, m.dim))  # [1, 1, dim]
         self.pos_embed = nn.Parameter(torch.zeros(1, m.num_tokens, m.dim))  # [1, T, dim]
@@ -496,6 +518,21 @@ class M3ViT(nn.Module):
             return tokens
         got = f"shape {list(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens).__name__
         raise ValueError(f"tokens must be a tensor of shape [B, {m.num_tokens}, {m.dim}]; got {got}")
+
+    # -- expert pruning -------------------------------------------------------------------------------
+    def prune_experts(self, experts: ExpertMap | None) -> M3ViT:
+        """Route the MoE layers of ``experts`` ((task, block) → kept experts, :mod:`m3vit.sim.pruning`) over
+        their kept experts only; ``None`` or ``{}`` restores full routing. Weights are untouched. Returns self."""
+        experts = dict(experts or {})
+        for task, b in experts:
+            if not (0 <= b < len(self.blocks) and isinstance(self.blocks[b].mlp, MoEMlp)):
+                raise ValueError(f"block {b} is not an MoE layer of this model")
+            self.task_index(task)
+        for b, block in enumerate(self.blocks):
+            if isinstance(block.mlp, MoEMlp):
+                block.mlp.kept = {t: k for (t, bb), k in experts.items() if bb == b}
+        self.expert_map = experts
+        return self
 
     # -- forward ------------------------------------------------------------------------------------
     def _backbone(self, images: Tensor, task: int) -> tuple[Tensor, Tensor, dict[int, Routing]]:

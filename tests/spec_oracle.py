@@ -126,6 +126,17 @@ class SpecOracle:
         order = sorted(range(m.num_experts), key=lambda e: (-logits[e], e))[: m.top_k]
         return order, [g[e] for e in order], logits
 
+    def pruned_gates(self, logits: list[int], kept: list[int], top_k: int) -> tuple[list[int], list[int]]:
+        """§10's pruned router on one token's integer logits: the top_k kept experts and their gates."""
+        n = self.cfg.numerics
+        mx = max(logits[e] for e in kept)
+        shift = n.logit.frac + 15 - n.exp_frac_bits
+        p = {e: exp2neg(rshr((logits[e] - mx) * self.k.router_scale, shift), self.k.exp2, n.exp_frac_bits)
+             for e in kept}
+        r, length = recip(sum(p.values()))
+        order = sorted(kept, key=lambda e: (-logits[e], e))[:top_k]
+        return order, [rshr(p[e] * r, length) for e in order]
+
     def expert(self, x: list[int], ex, e: int) -> list[int]:
         n = self.cfg.numerics
         h = [self.gelu(v) for v in self.linear(x, ex.w1[e], ex.b1[e], n.norm, n.hidden, "hidden")]

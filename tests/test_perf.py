@@ -113,6 +113,21 @@ def test_empty_experts_are_skipped(pascal_a8) -> None:
         perf.evaluate(pascal_a8, {1: [1] * m.num_experts})
 
 
+def test_pruned_layer_loads_with_lower_top_k(tiny) -> None:
+    """A pruned layer with K' = 1 (a single kept expert) queues T entries: one expert step of T tokens."""
+    m = tiny.model
+    t = m.num_tokens
+    b = min(m.moe_block_set)
+    rep = perf.evaluate(tiny, {b: [0, 0, t] + [0] * (m.num_experts - 3)})
+    experts = [s for s in rep.steps if s.kind == "expert" and s.layer == f"block{b}"]
+    assert [s.name for s in experts] == [f"block{b}.expert2"]
+    assert rep.weight_ddr_bytes < perf.evaluate(tiny).weight_ddr_bytes
+    rest = [0] * (m.num_experts - 1)
+    for bad in ([t + 1, *rest], [1] * m.num_experts, [t * (m.top_k + 1), *rest]):
+        with pytest.raises(ValueError, match="summing to T·K'"):
+            perf.evaluate(tiny, {b: bad})
+
+
 def test_timeline_recurrence_by_hand(tiny) -> None:
     """Three weight steps through two slots: the third load waits for the first step's compute."""
     load = perf.load_cycles(tiny, 1000)

@@ -50,6 +50,8 @@ class FloatPredictor:
 class FixedPointPredictor:
     """Backbone by the golden model (integers), head in float on the dequantised tokens.
 
+    A pruned model (:meth:`M3ViT.prune_experts`, applied before construction) is pruned the same way here.
+
     ``saturations`` counts the values the golden model clamped (act/qkv/... formats) over every call.
     """
 
@@ -61,8 +63,9 @@ class FixedPointPredictor:
         self.kinds = {t.name: check_task(t) for t in self.cfg.model.tasks}
         qmodel = quantize_state_dict(self.cfg, model.state_dict())
         self.weight_saturations = sum(qmodel.saturation.values())
-        self.golden = GoldenModel(self.cfg, qmodel)
+        self.golden = GoldenModel(self.cfg, qmodel, experts=getattr(model, "expert_map", None))
         self.saturations = 0
+        self.on_result: Callable[[Any], None] | None = None  # called with each image's GoldenResult
 
     def tokens(self, images: Tensor, task: str) -> Tensor:
         """Golden-model backbone tokens [B, T, dim] as floats (integer · act lsb)."""
@@ -71,6 +74,8 @@ class FixedPointPredictor:
         for image in images.double().numpy():
             res = self.golden.run(self.golden.quantize_image(image), task, taps=False)
             self.saturations += sum(sum(v.values()) for v in res.saturation.values())
+            if self.on_result is not None:
+                self.on_result(res)
             out.append(res.tokens * lsb)
         return torch.from_numpy(np.stack(out)).to(self.model.cls_token.dtype)
 

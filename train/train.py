@@ -84,6 +84,10 @@ class TrainOptions:
     stop_at: int | None = None  # stop (with a checkpoint) at this step, to continue later with resume
     progress: bool | None = None  # default: when stderr is a terminal
     threads: int | None = None  # torch threads per process (default 1: tiny matmuls gain little from more)
+    prune_plan: str | None = None  # recovery fine-tuning towards this pruning plan (m3vit.train.experts)
+    prune_stages: int = 3  # the plan's pruned experts are dropped in this many steps ...
+    prune_until: float = 0.5  # ... spread over this share of the steps
+    prune_balance: str = "kept"  # kept: balance loss over the kept experts; off: no balance loss
 
 
 @dataclass
@@ -96,6 +100,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] | None
     seconds: float
     step: int
+    metrics_before: dict[str, dict[str, float]] | None = None  # pruned model before fine-tuning (--prune-plan)
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -160,9 +165,10 @@ def fixed_point_limits(model: M3ViT) -> list[tuple[Tensor, float, float]]:
 class MultiTaskLoss(nn.Module):
     """Runs the model once per task and returns (total loss, per-task losses [tasks], balance loss)."""
 
-    def __init__(self, model: M3ViT, weights: Mapping[str, float]) -> None:
+    def __init__(self, model: M3ViT, weights: Mapping[str, float], pruner: Any = None) -> None:
         super().__init__()
         self.model = model
+        self.pruner = pruner  # a ProgressivePruner: adapted balance loss and usage counts of pruned layers
         self.kinds: dict[str, TaskKind] = {t.name: check_task(t) for t in model.cfg.model.tasks}
         unknown = [t for t in weights if t not in self.kinds]
         if unknown:
@@ -177,6 +183,10 @@ class MultiTaskLoss(nn.Module):
             loss = task_loss(kind, out.head, targets[task])
             losses.append(loss)
             aux = aux + out.aux_loss
+            if self.pruner is not None:
+                t = self.model.cfg.model.task_index(task)
+                self.pruner.observe(t, out.routing)
+                aux = aux + self.pruner.balance_weight * self.pruner.aux(t, out.routing).to(aux.dtype)
             total = total + self.weights[task] * loss
         return total + aux, torch.stack(losses), aux
 
@@ -267,7 +277,17 @@ def train(opts: TrainOptions) -> TrainResult:
                 print(f"init from {opts.init} ({report.layout}): {len(report.state_dict)} tensors loaded, "
                       f"{len(report.missing)} kept their initialisation, {len(report.ignored)} ignored")
         limits = fixed_point_limits(model) if opts.clip_to_format else []
-        net = MultiTaskLoss(model, opts.task_weights)
+        pruner, plan = None, None
+        if opts.prune_plan:
+            from m3vit.train.experts import ProgressivePruner, load_plan
+
+            if opts.prune_balance not in ("kept", "off"):
+                raise ValueError(f"--prune-balance {opts.prune_balance!r} must be 'kept' or 'off'")
+            plan = load_plan(opts.prune_plan)
+            pruner = ProgressivePruner(model, plan.expert_map(cfg), opts.steps, opts.prune_stages, opts.prune_until,
+                                       opts.balance_weight if opts.prune_balance == "kept" else 0.0)
+            model.balance_loss_weight = 0.0  # replaced by the pruner's balance loss over the kept experts
+        net = MultiTaskLoss(model, opts.task_weights, pruner)
         optimizer = build_optimizer(model, opts)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
 
@@ -275,6 +295,8 @@ def train(opts: TrainOptions) -> TrainResult:
         state_path, model_path, log_path = out_dir / "train_state.safetensors", out_dir / "model.safetensors", \
             out_dir / "log.jsonl"
         if opts.resume and state_path.is_file():
+            if pruner is not None:
+                raise ValueError("--resume is not supported with --prune-plan (the drop order is not checkpointed)")
             load_into(model, read_state_dict(model_path).state_dict, strict=True)
             start, extra = load_train_state(state_path, optimizer)
             base_lrs, before = extra["base_lrs"], float(extra.get("seconds", 0.0))
@@ -293,6 +315,8 @@ def train(opts: TrainOptions) -> TrainResult:
         names = list(net.kinds)
         meta = {"options": asdict(opts), "world_size": world, "lr": base_lrs[0],
                 "weight_decay": optimizer.param_groups[0]["weight_decay"]}
+        if plan is not None:
+            meta["prune_plan"] = plan.model_dump(mode="json")
 
         def checkpoint(step: int, metrics: dict | None = None) -> None:
             if rank != 0:
@@ -309,6 +333,11 @@ def train(opts: TrainOptions) -> TrainResult:
             model.train()
             return metrics
 
+        metrics_before = None
+        if pruner is not None and rank == 0 and opts.eval and start == 0:
+            model.prune_experts(pruner.target)  # the plan applied to the starting weights, no fine-tuning
+            metrics_before = validate()
+            pruner.apply()
         show = opts.progress if opts.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=opts.steps, initial=start, disable=not show or rank != 0, desc=f"train {cfg.name}",
                    dynamic_ncols=True)
@@ -345,6 +374,9 @@ def train(opts: TrainOptions) -> TrainResult:
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
                 done = step + 1
+                if pruner is not None and pruner.step(done, world):
+                    bar.write(f"step {done}: experts kept " + ", ".join(
+                        f"{cfg.model.task_names[t]}/block{b} {len(k)}" for (t, b), k in sorted(pruner.kept.items())))
                 if opts.eval_every and done % opts.eval_every == 0 and done < opts.steps and rank == 0:
                     metrics = validate()
                     bar.write(f"step {done}: " + _summary(metrics))
@@ -352,12 +384,14 @@ def train(opts: TrainOptions) -> TrainResult:
                     checkpoint(done)
         bar.close()
         seconds = time.perf_counter() - t0
+        if pruner is not None and end == opts.steps:
+            pruner.finish()
         if rank == 0 and opts.eval and end == opts.steps:
             metrics = validate()
         checkpoint(end, metrics)
         if world > 1:
             dist.barrier()
-        return TrainResult(cfg, out_dir, log, metrics if rank == 0 else None, seconds, end)
+        return TrainResult(cfg, out_dir, log, metrics if rank == 0 else None, seconds, end, metrics_before)
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng)
@@ -423,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--threads", type=int_range(1, 256), default=None, help="torch threads per process")
+    p.add_argument("--prune-plan", default=None, metavar="PLAN",
+                   help="recovery fine-tuning towards this pruning plan (YAML/JSON, m3vit experts plan); start "
+                   "from a trained model with --init")
+    p.add_argument("--prune-stages", type=int_range(1, 64), default=d.prune_stages,
+                   help="drop the plan's pruned experts in this many steps, least used first")
+    p.add_argument("--prune-until", type=float_range(0, 1, low_open=True), default=d.prune_until,
+                   help="share of --steps over which the drops are spread (default 0.5)")
+    p.add_argument("--prune-balance", choices=["kept", "off"], default=d.prune_balance,
+                   help="balance loss over the kept experts (default) or none")
     return p
 
 
@@ -443,8 +486,11 @@ def command(argv: Sequence[str]) -> int:
         last = result.log[-1] if result.log else {}
         print(f"{result.config.name}: {result.step} steps in {result.seconds:.1f} s, final loss "
               f"{last.get('loss', float('nan')):.4f}; checkpoint {result.out_dir / 'model.safetensors'}")
+        if result.metrics_before:
+            print("held-out, plan applied before fine-tuning: " + _summary(result.metrics_before))
         if result.metrics:
-            print("held-out: " + _summary(result.metrics))
+            label = "held-out, after fine-tuning: " if result.metrics_before else "held-out: "
+            print(label + _summary(result.metrics))
     return 0
 
 

@@ -189,8 +189,10 @@ class _Builder:
         m = self.m
         t, ne, k = m.num_tokens, m.num_experts, m.top_k
         counts = balanced_loads(t, ne, k) if loads is None else [int(v) for v in loads]
-        if len(counts) != ne or sum(counts) != t * k:
-            raise ValueError(f"block {b}: loads must be {ne} queue lengths summing to T·K = {t * k}, got {counts}")
+        # a pruned layer may route with a lower K' (docs/pruning.md): T·K' entries, 1 ≤ K' ≤ K
+        if len(counts) != ne or sum(counts) not in range(t, t * k + 1, t):
+            raise ValueError(f"block {b}: loads must be {ne} queue lengths summing to T·K' for K' in [1, {k}] "
+                             f"(T·K = {t * k}), got {counts}")
         steps = [self.queues(b)]
         # an empty expert is skipped: no load, no compute
         steps += [self.expert(b, x, n) for x, n in enumerate(counts) if n > 0]

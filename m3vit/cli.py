@@ -68,7 +68,8 @@ def cmd_csim(args: argparse.Namespace) -> int:
     """Compile the generated C++ with g++ and compare every layer of every task with the golden model."""
     from m3vit.sim.csim import main as csim_main
 
-    argv = [args.config, *(["-o", args.out] if args.out else []), *(["--no-layers"] if args.no_layers else [])]
+    argv = [args.config, *(["-o", args.out] if args.out else []), *(["--no-layers"] if args.no_layers else []),
+            *(["--ledger"] if args.ledger else [])]
     return csim_main(argv)
 
 
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("csim", cmd_csim)
     p.add_argument("-o", "--out", help="project directory (default build/<name>)")
     p.add_argument("--no-layers", action="store_true", help="compare final tokens only")
+    p.add_argument("--ledger", action="store_true",
+                   help="also write build/<name>/ledger.json: measured loop trip counts, estimated cycles per step "
+                        "next to perf.evaluate's")
     p = sub.add_parser("pack", help=cmd_pack.__doc__, description=cmd_pack.__doc__)
     p.add_argument("model", help="checkpoint (.safetensors, or .pt/.pth loaded with weights_only) or 'random'")
     p.add_argument("config", help="config file or preset name")

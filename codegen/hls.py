@@ -69,9 +69,12 @@ CSIM_API = "m3vit_csim_api.cpp"
 CSIM_HEADERS = ("m3vit_csim_dataflow.h", "m3vit_csim_ledger.h")
 """C-simulation-only headers (bounded FIFOs + threaded DATAFLOW, the ledger recorder), copied into tb/ so they
 are never part of the synthesised sources; src/m3vit_dataflow.h and src/m3vit_ledger.h include them when the
-C-sim build defines CSIM_DEFINES."""
-CSIM_DEFINES = ("M3VIT_CSIM_FIFO", "M3VIT_LEDGER")
-"""Macros of every g++ C-simulation build (m3vit.sim.csim, the project Makefile): bounded FIFOs, the ledger."""
+C-sim build defines CSIM_DEFINES / LEDGER_DEFINE."""
+CSIM_DEFINES = ("M3VIT_CSIM_FIFO",)
+"""Macros of every g++ C-simulation build (m3vit.sim.csim, the project Makefile): bounded, blocking FIFOs."""
+LEDGER_DEFINE = "M3VIT_LEDGER"
+"""The macro of a cycle-ledger C-simulation build (``build_csim(..., ledger=True)``, ``make csim LEDGER=1``):
+every labelled loop records its trip counts (a counter per iteration, so it is a build of its own)."""
 TOP_NAME = "m3vit_top"
 MAX_NATIVE_BITS = 63
 """Every intermediate kept in a 64-bit register must fit 63 bits (the golden model's int64 as well)."""
@@ -631,6 +634,7 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
         "register_map": register_map(),
         "cosim_images": COSIM_IMAGES,
         "csim_defines": list(CSIM_DEFINES),
+        "ledger_define": LEDGER_DEFINE,
     }
 
 

@@ -280,11 +280,15 @@ class Region {
 namespace hls {
 
 // hls::stream<T, D>: the C-simulation FIFO (see the file comment). Not copyable, like Vitis' stream.
+// stream<T, D> derives from stream<T> (as in Vitis), so a function taking hls::stream<T>& accepts it.
 template <class T, int D = 0>
-class stream : public ::m3vit::csim::detail::StreamBase {
+class stream;
+
+template <class T>
+class stream<T, 0> : public ::m3vit::csim::detail::StreamBase {
    public:
-    stream() : StreamBase(nullptr, D) {}
-    explicit stream(const char* name) : StreamBase(name, D) {}
+    stream() : StreamBase(nullptr, 0) {}
+    explicit stream(const char* name) : StreamBase(name, 0) {}
     stream(const stream&) = delete;
     stream& operator=(const stream&) = delete;
 
@@ -347,12 +351,22 @@ class stream : public ::m3vit::csim::detail::StreamBase {
 
     size_t fill_locked() const override { return q_.size(); }
 
+   protected:
+    stream(const char* name, int depth) : StreamBase(name, depth) {}
+
    private:
     void poll_locked() const {
         const ::m3vit::csim::detail::ThreadSlot s = ::m3vit::csim::detail::slot();
         if (s.region) s.region->check_locked();
     }
     std::deque<T> q_;
+};
+
+template <class T, int D>
+class stream : public stream<T, 0> {
+   public:
+    stream() : stream<T, 0>(nullptr, D) {}
+    explicit stream(const char* name) : stream<T, 0>(name, D) {}
 };
 
 }  // namespace hls

@@ -13,8 +13,9 @@
 #ifndef M3VIT_CSIM_LEDGER_H
 #define M3VIT_CSIM_LEDGER_H
 
-#include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <memory>
@@ -30,13 +31,14 @@ namespace ledger {
 
 struct Site;
 
-// One loop site within one process: entries started there, iterations run there (an entry may continue
-// in another step, e.g. the expert loop), and the trip count of each finished entry.
+// One loop site within one process: the entries that started there, their iterations and the trip count of
+// each finished entry.
 struct LoopRec {
     uint64_t entries = 0, iters = 0;
     std::vector<std::pair<uint64_t, uint64_t> > hist;  // (trip count, entries), few distinct values
 
     void add_trip(uint64_t trips) {
+        iters += trips;
         for (auto& h : hist)
             if (h.first == trips) {
                 h.second++;
@@ -50,20 +52,15 @@ struct Proc {
     std::deque<LoopRec> loops;  // by site id (a deque: growing it keeps references to records valid)
 };
 
-// The entry of a loop site that is running on this thread: where it started and its iterations so far.
-struct Open {
-    LoopRec* rec;
-    uint64_t trips;
-};
-
 typedef std::tuple<std::string, std::string, std::string> ProcKey;  // step, region, process
+
+const int MAX_SITES = 4096;
 
 struct State {
     std::mutex mu;
     std::vector<const Site*> sites;
     std::map<ProcKey, std::unique_ptr<Proc> > procs;
     std::map<std::pair<std::string, std::string>, uint64_t> regions;  // (step, region) → executions
-    std::atomic<uint32_t> generation{1};                             // bumped by reset()
 };
 
 inline State& state() {
@@ -77,11 +74,15 @@ struct Site {
     Site(const char* l, int i, int d, int b) : label(l), ii(i), depth(d), body(b) {
         std::lock_guard<std::mutex> lk(state().mu);
         id = int(state().sites.size());
+        if (id >= MAX_SITES) {
+            std::fprintf(stderr, "m3vit ledger: more than %d loop sites\n", MAX_SITES);
+            std::abort();
+        }
         state().sites.push_back(this);
     }
 };
 
-// The calling thread's context: step name, region, process; and the cached record they select.
+// The calling thread's context: step name, region, process.
 struct Where {
     std::string layer = "io", kind, region;
     int index = -1;
@@ -97,29 +98,30 @@ inline Where& where() {
     return w;
 }
 
-struct Hot {
-    Proc* proc;
-    uint32_t generation;
-    std::vector<Open>* open;  // by site id; owned by the thread (freed by ThreadRecords)
+// The running entry of every site on this thread: its iterations so far and the record it started in.
+struct Counters {
+    uint64_t trips[MAX_SITES];
+    LoopRec* rec[MAX_SITES];
 };
 
+struct Hot {
+    Proc* proc;         // the record of where(), null when where() changed
+    Counters* counters; // owned by the thread
+};
+
+// initial-exec: one iteration reads it without a __tls_get_addr call (16 bytes of the static TLS reserve)
 inline Hot& hot() {
-    static thread_local Hot h = {nullptr, 0, nullptr};
+    static thread_local Hot h __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr};
     return h;
 }
 
 inline Proc* refresh() {
     State& s = state();
     const Where& w = where();
-    Hot& h = hot();
-    if (!h.open) h.open = new std::vector<Open>();
     std::lock_guard<std::mutex> lk(s.mu);
-    const uint32_t gen = s.generation.load(std::memory_order_relaxed);
-    if (h.generation != gen) h.open->clear();  // entries of a reset ledger are forgotten
     std::unique_ptr<Proc>& p = s.procs[ProcKey(w.step(), w.region, w.process)];
     if (!p) p.reset(new Proc());
-    h.proc = p.get();
-    h.generation = gen;
+    hot().proc = p.get();
     return p.get();
 }
 
@@ -127,31 +129,37 @@ inline void invalidate() { hot().proc = nullptr; }
 
 // Finish the running entries of this thread (their trip counts go to the records they started in).
 inline void flush_open() {
-    Hot& h = hot();
-    if (!h.open) return;
-    if (h.generation == state().generation.load(std::memory_order_relaxed))
-        for (Open& o : *h.open)
-            if (o.rec) o.rec->add_trip(o.trips);
-    h.open->clear();
+    Counters* c = hot().counters;
+    if (!c) return;
+    for (int i = 0; i < MAX_SITES; i++)
+        if (c->rec[i]) {
+            c->rec[i]->add_trip(c->trips[i]);
+            c->rec[i] = nullptr;
+            c->trips[i] = 0;
+        }
 }
 
-// One iteration of the loop at `site`; `first` marks the first iteration of an entry.
-inline void tick(const Site& site, bool first) {
+// The first iteration of an entry of `site` (out of line: the loop's other iterations only count).
+__attribute__((noinline)) inline Counters* begin_entry(const Site& site) {
     Hot& h = hot();
-    Proc* p = (h.proc && h.generation == state().generation.load(std::memory_order_relaxed)) ? h.proc : refresh();
-    if (size_t(site.id) >= p->loops.size()) p->loops.resize(site.id + 1);
-    LoopRec& r = p->loops[site.id];
-    std::vector<Open>& open = *h.open;
-    if (size_t(site.id) >= open.size()) open.resize(site.id + 1, Open{nullptr, 0});
-    Open& o = open[site.id];
-    if (first || !o.rec) {
-        if (o.rec) o.rec->add_trip(o.trips);
-        o.rec = &r;
-        o.trips = 0;
-        r.entries++;
-    }
-    o.trips++;
-    r.iters++;
+    if (!h.counters) h.counters = new Counters();  // value-initialised: zeros
+    Proc* p = h.proc ? h.proc : refresh();
+    Counters& c = *h.counters;
+    const int id = site.id;
+    if (c.rec[id]) c.rec[id]->add_trip(c.trips[id]);
+    if (p->loops.size() <= size_t(id)) p->loops.resize(id + 1);
+    c.rec[id] = &p->loops[id];
+    c.rec[id]->entries++;
+    c.trips[id] = 0;
+    return h.counters;
+}
+
+// One iteration of the loop at `site`; `first` marks the first iteration of an entry. An entry's iterations
+// count in the record (step, process) it started in.
+inline void tick(const Site& site, bool first) {
+    Counters* c = hot().counters;
+    if (first || !c || !c->rec[site.id]) c = begin_entry(site);
+    c->trips[site.id]++;
 }
 
 inline void set_layer(int layer) {
@@ -208,8 +216,8 @@ class ProcessScope {
     ~ProcessScope() {
         if (thread_) {  // a DATAFLOW process's thread ends here: finish its entries, free its state
             flush_open();
-            delete hot().open;
-            hot().open = nullptr;
+            delete hot().counters;
+            hot().counters = nullptr;
         }
         // a step set inside the process stays in force for what follows (the kernels switch steps there)
         Where& w = where();
@@ -233,7 +241,6 @@ inline void reset() {
     std::lock_guard<std::mutex> lk(s.mu);
     s.procs.clear();
     s.regions.clear();
-    s.generation.fetch_add(1);
     hot().proc = nullptr;
     Where& w = where();
     w = Where();

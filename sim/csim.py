@@ -39,7 +39,7 @@ import numpy as np
 from m3vit import BUILD_ROOT, build_dir
 from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, load_config
-from m3vit.codegen.hls import CSIM_DEFINES
+from m3vit.codegen.hls import CSIM_DEFINES, LEDGER_DEFINE
 from m3vit.codegen.layout import (
     layer_taps,
     pack_images,
@@ -56,7 +56,8 @@ CACHE_DIR = Path(os.environ.get("M3VIT_CSIM_CACHE", BUILD_ROOT / "csim_cache"))
 CXX = os.environ.get("CXX", "g++")
 CXXFLAGS = ("-O2", "-std=c++14", "-fPIC", "-fvisibility=hidden", "-w", "-pthread",
             *(f"-D{d}" for d in CSIM_DEFINES))
-"""Every C-simulation build: bounded FIFOs + threaded DATAFLOW and the cycle ledger (codegen.hls.CSIM_DEFINES)."""
+"""Every C-simulation build: bounded FIFOs + threaded DATAFLOW (codegen.hls.CSIM_DEFINES); ``ledger=True``
+builds add -DM3VIT_LEDGER."""
 ABI_VERSION = 1
 TOP_SOURCE = "src/m3vit_top.cpp"
 API_SOURCE = "tb/m3vit_csim_api.cpp"
@@ -139,8 +140,10 @@ class CsimResult:
 class CsimLibrary:
     """A compiled C-simulation library of one design (load with :func:`build_csim`)."""
 
-    def __init__(self, path: Path, cfg: DesignConfig, native: bool, compile_seconds: float = 0.0) -> None:
+    def __init__(self, path: Path, cfg: DesignConfig, native: bool, compile_seconds: float = 0.0,
+                 ledger: bool = False) -> None:
         self.path, self.cfg, self.native, self.compile_seconds = Path(path), cfg, native, compile_seconds
+        self.ledger = ledger
         lib = ctypes.CDLL(str(self.path))
         lib.m3vit_csim_abi.restype = ctypes.c_int
         if lib.m3vit_csim_abi() != ABI_VERSION:
@@ -254,7 +257,10 @@ class CsimLibrary:
     def run_ledger(self, weights: np.ndarray | bytes | None, images: np.ndarray, task: int | str
                    ) -> tuple[CsimResult, Ledger]:
         """One whole-image call (every layer) and its cycle ledger: the executed trip count of every
-        labelled loop, priced under the declared II and pipeline depths (m3vit.codegen.perf.ledger)."""
+        labelled loop, priced under the declared II and pipeline depths (m3vit.codegen.perf.ledger).
+        Needs a library built with ``build_csim(..., ledger=True)``."""
+        if not self.ledger:
+            raise CsimError(f"{self.path} was built without the cycle ledger: build_csim(..., ledger=True)")
         self.ledger_text(reset=True)
         res = self.run(weights, images, task)
         n = 1 if res.tokens.ndim == 2 else len(res.tokens)
@@ -329,8 +335,10 @@ def build_csim(
     native: bool = True,
     cache_dir: str | Path | None = None,
     cfg: DesignConfig | None = None,
+    ledger: bool = False,
 ) -> CsimLibrary:
-    """Compile (or reuse from the cache) the C-simulation library of a generated project.
+    """Compile (or reuse from the cache) the C-simulation library of a generated project; ``ledger`` builds
+    the cycle-ledger variant (every labelled loop counts its trips: slower, see docs/hls.md).
 
     ``cfg`` defaults to the config the project was generated from (read back from weight_layout.json's
     design name is not enough, so pass it when the design is not a preset).
@@ -339,7 +347,7 @@ def build_csim(
     if cfg is None:
         cfg = _project_config(project)
     ap = ap_types_dir()
-    flags = [*CXXFLAGS, *(["-DM3VIT_NATIVE_TYPES"] if native else [])]
+    flags = [*CXXFLAGS, *(["-DM3VIT_NATIVE_TYPES"] if native else []), *([f"-D{LEDGER_DEFINE}"] if ledger else [])]
     key = source_hash(project, *flags, "lib")
     target = Path(cache_dir or CACHE_DIR) / key / "libm3vit_csim.so"
     secs = 0.0
@@ -355,7 +363,7 @@ def build_csim(
             str(project / API_SOURCE),
         ]
         secs = _compile(cmd, target, f"C-simulation library of {cfg.name}")
-    return CsimLibrary(target, cfg, native, secs)
+    return CsimLibrary(target, cfg, native, secs, ledger=ledger)
 
 
 def build_testbench(
@@ -570,7 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     failures += proc.returncode != 0
     if args.ledger:
-        failures += not write_ledger_report(lib, cfg, packed, image, golden, project)
+        try:
+            t0 = time.perf_counter()
+            led = build_csim(project, native=not args.ap_types, cfg=cfg, ledger=True)
+            print(f"ledger build: compiled in {time.perf_counter() - t0:.1f} s ({led.path.parent.name})")
+        except CsimError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        failures += not write_ledger_report(led, cfg, packed, image, golden, project)
     return 1 if failures else 0
 
 

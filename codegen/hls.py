@@ -9,6 +9,7 @@ then writes::
       src/m3vit_*.h          the kernel library, copied from hls/
       tb/tb_m3vit.cpp        C-simulation testbench: packed weights + images + golden taps from data/
       tb/m3vit_csim_api.cpp  ctypes entry points used by m3vit.sim.csim
+      tb/m3vit_csim_*.h      C-simulation-only bounded FIFOs / DATAFLOW threads and the cycle-ledger recorder
       run_hls.tcl            csim → csynth → cosim → export_design -format ip_catalog
       hls_config.cfg         the same for ``v++ -c --mode hls`` / ``vitis-run --config``
       Makefile               ``make csim`` (g++) and ``make hls`` (Vitis)
@@ -53,6 +54,8 @@ HLS_DIR = package_dir("m3vit.hls")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "hls"
 KERNEL_HEADERS = (
     "m3vit_types.h",
+    "m3vit_ledger.h",
+    "m3vit_dataflow.h",
     "m3vit_prims.h",
     "m3vit_dma.h",
     "m3vit_mac.h",
@@ -64,6 +67,15 @@ KERNEL_HEADERS = (
     "m3vit_backbone.h",
 )
 CSIM_API = "m3vit_csim_api.cpp"
+CSIM_HEADERS = ("m3vit_csim_dataflow.h", "m3vit_csim_ledger.h")
+"""C-simulation-only headers (bounded FIFOs + threaded DATAFLOW, the ledger recorder), copied into tb/ so they
+are never part of the synthesised sources; src/m3vit_dataflow.h and src/m3vit_ledger.h include them when the
+C-sim build defines CSIM_DEFINES / LEDGER_DEFINE."""
+CSIM_DEFINES = ("M3VIT_CSIM_FIFO",)
+"""Macros of every g++ C-simulation build (m3vit.sim.csim, the project Makefile): bounded, blocking FIFOs."""
+LEDGER_DEFINE = "M3VIT_LEDGER"
+"""The macro of a cycle-ledger C-simulation build (``build_csim(..., ledger=True)``, ``make csim LEDGER=1``):
+every labelled loop records its trip counts (a counter per iteration, so it is a build of its own)."""
 TOP_NAME = "m3vit_top"
 MAX_NATIVE_BITS = 63
 """Every intermediate kept in a 64-bit register must fit 63 bits (the golden model's int64 as well)."""
@@ -649,6 +661,8 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
         "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
         "register_map": register_map(),
         "cosim_images": COSIM_IMAGES,
+        "csim_defines": list(CSIM_DEFINES),
+        "ledger_define": LEDGER_DEFINE,
     }
 
 
@@ -691,7 +705,8 @@ def generate_project(cfg: DesignConfig, out_dir: str | Path) -> Path:
             path.write_text(text)
     for header in KERNEL_HEADERS:
         _copy_if_changed(HLS_DIR / header, out / "src" / header)
-    _copy_if_changed(HLS_DIR / CSIM_API, out / "tb" / CSIM_API)
+    for name in (CSIM_API, *CSIM_HEADERS):
+        _copy_if_changed(HLS_DIR / name, out / "tb" / name)
     (out / "data").mkdir(exist_ok=True)
     write_layout_json(cfg, out / "weight_layout.json")
     return out

@@ -25,6 +25,7 @@ inline void attn_block(const cfg::qkv_t q[cfg::TOKEN_TILE][cfg::DIM], const cfg:
 ATT_SCORES:
     for (int j = 0; j < nb; j++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(ATT_SCORES, j == 0, 1, 10);
         score_acc_t s = 0;
         for (int d = 0; d < HEAD_DIM; d++) s += qk_prod_t(q[t][h * HEAD_DIM + d]) * kb[j][h * HEAD_DIM + d];
         z[j] = z_t(sat_bits<32>(rshr<SH_SCORE>(i64(s) * i64(C_ATTN)), nsat_score));
@@ -36,6 +37,7 @@ ATT_SCORES:
 ATT_PV:
     for (int j = 0; j < nb; j++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(ATT_PV, j == 0, 1, 10);
         const prob_t p = exp2neg<FZ>(i64(z[j]) - i64(mnew), EXP2_TABLE);
         ps += p;
         for (int d = 0; d < HEAD_DIM; d++) pv[d] += pv_prod_t(p) * vb[j][h * HEAD_DIM + d];
@@ -49,6 +51,7 @@ ATT_PV:
     ATT_RESCALE:
         for (int d = 0; d < HEAD_DIM; d++) {
 #pragma HLS PIPELINE II = 1
+            M3VIT_LEDGER_PIPELINE(ATT_RESCALE, d == 0, 1, 6);
             const int c = h * HEAD_DIM + d;
             acc[t][c] = ctx_acc_t(rshr<PROB_FRAC>(i64(acc[t][c]) * i64(alpha)) + i64(pv[d]));
         }
@@ -61,6 +64,7 @@ ATT_PV:
 // DDR traffic: q once, K and V once per query tile; nothing of size T×T.
 inline void stage_attention(cfg::word_t* scratch, SatCounters& sat) {
     using namespace cfg;
+    M3VIT_LEDGER_PROCESS("stage_attention");
     static qkv_t q[TOKEN_TILE][DIM];
     static qkv_t kb[KEY_BLOCK][DIM];
     static qkv_t vb[KEY_BLOCK][DIM];
@@ -70,11 +74,13 @@ inline void stage_attention(cfg::word_t* scratch, SatCounters& sat) {
     static qkv_t ctx[TOKEN_TILE][DIM];
 ATT_QTILES:
     for (int q0 = 0; q0 < TOKENS; q0 += TOKEN_TILE) {
+        M3VIT_LEDGER_LOOP(ATT_QTILES, q0 == 0, 2);
         const int nt = (TOKENS - q0 < TOKEN_TILE) ? TOKENS - q0 : TOKEN_TILE;
         for (int t = 0; t < nt; t++)
             dma_read_row<QKV_CB>(scratch + SCR_QKV + uint64_t(q0 + t) * STR_QKV3, 0, DIM, q, t);
     ATT_KBLOCKS:
         for (int k0 = 0; k0 < TOKENS; k0 += KEY_BLOCK) {
+            M3VIT_LEDGER_LOOP(ATT_KBLOCKS, k0 == 0, 2);
             const int nb = (TOKENS - k0 < KEY_BLOCK) ? TOKENS - k0 : KEY_BLOCK;
             for (int j = 0; j < nb; j++) {
                 const uint64_t row = SCR_QKV + uint64_t(k0 + j) * STR_QKV3;
@@ -82,18 +88,30 @@ ATT_QTILES:
                 dma_read_row<QKV_CB>(scratch + row, 2 * DIM, DIM, vb, j);
             }
         ATT_HEADS:
-            for (int h = 0; h < HEADS; h++)
-                for (int t = 0; t < nt; t++)
+            for (int h = 0; h < HEADS; h++) {
+                M3VIT_LEDGER_LOOP(ATT_HEADS, h == 0, 2);
+            ATT_QUERIES:
+                for (int t = 0; t < nt; t++) {
+                    // attn_block outside its loops: the block max, two HEAD_DIM loops (pv zeroing, first
+                    // block copy or ATT_RESCALE), the α exp and the l update
+                    M3VIT_LEDGER_LOOP(ATT_QUERIES, t == 0, 2 * HEAD_DIM + 8);
                     attn_block(q, kb, vb, t, h, nb, k0 == 0, m[h][t], l[h][t], acc, sat.c[SAT_SCORE]);
+                }
+            }
         }
     ATT_FINAL:
         for (int t = 0; t < nt; t++) {
+            M3VIT_LEDGER_LOOP(ATT_FINAL, t == 0, 2);
+        ATT_FINAL_HEADS:
             for (int h = 0; h < HEADS; h++) {
+                M3VIT_LEDGER_LOOP(ATT_FINAL_HEADS, h == 0, 70);  // one RECIP division per head
                 i64 r;
                 int len;
                 recip(u64(l[h][t]), r, len);  // l ≥ 2^15: the max key contributes 2^15
+            ATT_OUT:
                 for (int d = 0; d < HEAD_DIM; d++) {
 #pragma HLS PIPELINE II = 1
+                    M3VIT_LEDGER_PIPELINE(ATT_OUT, d == 0, 1, 8);
                     const int c = h * HEAD_DIM + d;
                     ctx[t][c] = qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(i64(acc[t][c]) * r, len + 15), sat.c[SAT_QKV]));
                 }

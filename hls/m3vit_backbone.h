@@ -23,10 +23,13 @@ inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::wor
     using namespace cfg;
     static Queues qs;
     const BlockOffsets o = BLOCK_OFF[b];
+    // ledger steps: the names of m3vit.codegen.perf's step list (block<b>.kv, .attn, .queues, .expert<e>, ...)
+    M3VIT_LEDGER_STEP("kv", -1);
     stage_layernorm(weights, o.norm1_g, o.norm1_b, scratch, SCR_X, SCR_NORM1, TOKENS, sat);
     stage_linear<norm_t, NORM_CB, DIM, psum_norm_t, qkv_t, QKV_CB, QKV_BITS, 3 * DIM, SH_QKV, false, false>(
         weights, o.qkv_w, o.qkv_b, scratch, SCR_NORM1, STR_NORM, SCR_QKV, STR_QKV3, 0, TOKENS, wbuf, bbuf,
         sat.c[SAT_QKV]);
+    M3VIT_LEDGER_STEP("attn", -1);
     stage_attention(scratch, sat);
     stage_linear<qkv_t, QKV_CB, DIM, psum_qkv_t, act_t, ACT_CB, ACT_BITS, DIM, SH_PROJ, false, true>(
         weights, o.proj_w, o.proj_b, scratch, SCR_ATTN, STR_QKVD, SCR_ATTN_RES, STR_ACT, SCR_X, TOKENS, wbuf, bbuf,
@@ -35,14 +38,17 @@ inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::wor
     if (o.moe) {
         stage_router(weights, o.router + uint64_t(task) * ROUTER_TASK_STRIDE, scratch, wbuf, bbuf, qs, sat);
         stage_experts(b, weights, o.experts, scratch, qs, sat);
+        M3VIT_LEDGER_STEP("finalize", -1);
         stage_moe_finish(scratch, sat);
     } else {
+        M3VIT_LEDGER_STEP("mlp", -1);
         stage_linear<norm_t, NORM_CB, DIM, psum_norm_t, hid_t, HID_CB, HID_BITS, MLP_HIDDEN, SH_FC1, true, false>(
             weights, o.fc1_w, o.fc1_b, scratch, SCR_NORM2, STR_NORM, SCR_HIDDEN, STR_HID, 0, TOKENS, wbuf, bbuf,
             sat.c[SAT_HIDDEN]);
         stage_linear<hid_t, HID_CB, MLP_HIDDEN, psum_hid_t, act_t, ACT_CB, ACT_BITS, DIM, SH_FC2, false, false>(
             weights, o.fc2_w, o.fc2_b, scratch, SCR_HIDDEN, STR_HID, SCR_MLP, STR_ACT, 0, TOKENS, wbuf, bbuf,
             sat.c[SAT_ACT]);
+        M3VIT_LEDGER_STEP("finalize", -1);
     }
     stage_residual(scratch, SCR_ATTN_RES, SCR_MLP, SCR_X, TOKENS, sat.c[SAT_ACT]);
 }
@@ -71,20 +77,29 @@ inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, u
     const unsigned last = last_layer > unsigned(DEPTH) ? unsigned(DEPTH) : last_layer;
     SatCounters sat;
     sat_clear(sat);
+    M3VIT_LEDGER_LAYER(-1);
 SAT_ZERO:
-    for (int layer = 0; layer <= DEPTH; layer++) sat_store(scratch, layer, sat, false);
+    for (int layer = 0; layer <= DEPTH; layer++) {
+        M3VIT_LEDGER_LOOP(SAT_ZERO, layer == 0, 2);
+        sat_store(scratch, layer, sat, false);
+    }
 IMAGES:
     for (unsigned img = 0; img < num_images; img++) {
+        M3VIT_LEDGER_LOOP(IMAGES, img == 0, 2);
         const cfg::word_t* in = input + uint64_t(img) * (first_layer == 0 ? IMAGE_WORDS : TOKEN_WORDS);
     LAYERS:
         for (unsigned layer = first_layer; layer <= last; layer++) {
+            M3VIT_LEDGER_LAYER(-1);
+            M3VIT_LEDGER_LOOP(LAYERS, layer == first_layer, 2);
             sat_clear(sat);
+            if (layer == first_layer && layer > 0) stage_copy(in, scratch + SCR_X, TOKEN_WORDS);
+            M3VIT_LEDGER_LAYER(layer);
             if (layer == 0) {
                 stage_embed(weights, in, scratch, wbuf, bbuf, sat);
             } else {
-                if (layer == first_layer) stage_copy(in, scratch + SCR_X, TOKEN_WORDS);
                 run_block(int(layer) - 1, task, weights, scratch, wbuf, bbuf, sat);
             }
+            M3VIT_LEDGER_LAYER(-1);
             sat_store(scratch, int(layer), sat, true);
         }
         stage_copy(scratch + SCR_X, output + uint64_t(img) * TOKEN_WORDS, TOKEN_WORDS);

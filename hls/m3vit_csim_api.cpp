@@ -5,8 +5,11 @@
 // are converted to AXI words here, so the kernels run unchanged. The weight buffer is kept between calls
 // (set once) and so is the scratch buffer (read it back after a run for the layer taps).
 #include <cstring>
+#include <exception>
+#include <string>
 #include <vector>
 
+#include "m3vit_ledger.h"
 #include "m3vit_top.h"
 
 #define M3VIT_API extern "C" __attribute__((visibility("default")))
@@ -20,6 +23,7 @@ namespace {
 using m3vit::cfg::word_t;
 const int WORD_BYTES = m3vit::cfg::AXI_BITS / 8;
 std::vector<word_t> g_weights, g_scratch;
+std::string g_error;  // why the last m3vit_csim_run returned -3
 
 void to_words(const uint8_t* bytes, uint64_t nbytes, std::vector<word_t>& words) {
     const uint64_t n = nbytes / WORD_BYTES;
@@ -75,7 +79,8 @@ M3VIT_API int m3vit_csim_set_weights(const uint8_t* bytes, uint64_t nbytes) {
 }
 
 // One call of the top function. input: num_images strides of size(2) (first_layer = 0) or size(3) bytes;
-// output: num_images × size(3) bytes. Returns 0, or -1 (no weights) / -2 (buffer sizes).
+// output: num_images × size(3) bytes. Returns 0, or -1 (no weights) / -2 (buffer sizes) / -3 (the kernel
+// failed in C simulation, e.g. a dataflow deadlock: m3vit_csim_error() says why).
 M3VIT_API int m3vit_csim_run(unsigned num_images, unsigned task, unsigned first_layer, unsigned last_layer,
                              const uint8_t* input, uint64_t in_bytes, uint8_t* output, uint64_t out_bytes) {
     using namespace m3vit::cfg;
@@ -89,7 +94,14 @@ M3VIT_API int m3vit_csim_run(unsigned num_images, unsigned task, unsigned first_
     to_words(zeros.data(), zeros.size(), out);
     if (in.empty()) in.resize(1);
     if (out.empty()) out.resize(1);
-    m3vit_top(num_images, task, first_layer, last_layer, g_weights.data(), g_scratch.data(), in.data(), out.data());
+    g_error.clear();
+    try {
+        m3vit_top(num_images, task, first_layer, last_layer, g_weights.data(), g_scratch.data(), in.data(),
+                  out.data());
+    } catch (const std::exception& e) {
+        g_error = e.what();
+        return -3;
+    }
     if (num_images) to_bytes(out, output);
     return 0;
 }
@@ -118,4 +130,27 @@ M3VIT_API uint32_t m3vit_csim_expert_events(uint32_t* dst, uint32_t max, int res
     std::memcpy(dst, m3vit_debug_events, n * sizeof(uint32_t));
     if (reset) m3vit_debug_n_events = 0;
     return n;
+}
+
+// Why the last run failed (empty after a successful one).
+M3VIT_API const char* m3vit_csim_error(void) { return g_error.c_str(); }
+
+// The cycle ledger's records since the last reset (text lines, see tb/m3vit_csim_ledger.h), copied into dst
+// (NUL-terminated, at most max bytes); returns the bytes it needs (without the NUL), 0 without a ledger build.
+// reset = 1 clears the records after copying.
+M3VIT_API uint64_t m3vit_csim_ledger(char* dst, uint64_t max, int reset) {
+#ifdef M3VIT_LEDGER
+    const std::string text = m3vit::ledger::dump();
+    if (dst && max) {
+        const uint64_t n = text.size() < max - 1 ? text.size() : max - 1;
+        std::memcpy(dst, text.data(), n);
+        dst[n] = 0;
+    }
+    if (reset) m3vit::ledger::reset();
+    return text.size();
+#else
+    if (dst && max) dst[0] = 0;
+    (void)reset;
+    return 0;
+#endif
 }

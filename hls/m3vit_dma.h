@@ -6,6 +6,7 @@
 #ifndef M3VIT_DMA_H
 #define M3VIT_DMA_H
 
+#include "m3vit_ledger.h"
 #include "m3vit_types.h"
 
 namespace m3vit {
@@ -21,6 +22,7 @@ void dma_read(const W* base, uint64_t e0, int n, T* dst) {
 DMA_READ:
     for (int k = 0; k < n; k++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(DMA_READ, k == 0, 1, 3);
         const int lane = int(idx % L);
         if (lane == 0 && k > 0) w = base[idx / L];
         dst[k] = T(lane_get<CB>(w, lane));
@@ -39,6 +41,7 @@ void dma_write(W* base, uint64_t e0, int n, const T* src) {
 DMA_WRITE:
     for (int k = 0; k < n; k++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(DMA_WRITE, k == 0, 1, 3);
         const int lane = k % L;
         lane_set<CB>(w, lane, src[k]);
         if (lane == L - 1 || k == n - 1) {
@@ -58,6 +61,7 @@ void dma_read_row(const W* base, uint64_t e0, int n, T dst[][C], int r) {
 DMA_READ_ROW:
     for (int k = 0; k < n; k++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(DMA_READ_ROW, k == 0, 1, 3);
         const int lane = int(idx % L);
         if (lane == 0 && k > 0) w = base[idx / L];
         dst[r][k] = T(lane_get<CB>(w, lane));
@@ -75,6 +79,7 @@ void dma_write_row(W* base, uint64_t e0, int n, const T src[][C], int r) {
 DMA_WRITE_ROW:
     for (int k = 0; k < n; k++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(DMA_WRITE_ROW, k == 0, 1, 3);
         const int lane = k % L;
         lane_set<CB>(w, lane, src[r][k]);
         if (lane == L - 1 || k == n - 1) {

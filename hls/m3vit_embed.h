@@ -17,6 +17,7 @@ namespace m3vit {
 inline void stage_embed(const cfg::word_t* weights, const cfg::word_t* image, cfg::word_t* scratch,
                         cfg::wgt_t wbuf[][cfg::MAC_OUT][cfg::MAC_IN], cfg::bias_t bbuf[], SatCounters& sat) {
     using namespace cfg;
+    M3VIT_LEDGER_PROCESS("stage_embed");
     typedef sint<IN_CB>::t pix_t;  // the DDR container: may hold values outside the input format
     static in_t a[TOKEN_TILE][PATCH_DIM_P];
     static act_t e[TOKEN_TILE][DIM_PO];
@@ -29,17 +30,23 @@ inline void stage_embed(const cfg::word_t* weights, const cfg::word_t* image, cf
     dma_write<ACT_CB>(scratch + SCR_X, 0, DIM, pos);
 EMB_TILES:
     for (int p0 = 0; p0 < PATCHES; p0 += TOKEN_TILE) {
+        M3VIT_LEDGER_LOOP(EMB_TILES, p0 == 0, 2);
         const int nt = (PATCHES - p0 < TOKEN_TILE) ? PATCHES - p0 : TOKEN_TILE;
     EMB_GATHER:
         for (int t = 0; t < nt; t++) {
+            M3VIT_LEDGER_LOOP(EMB_GATHER, t == 0, 2);
             const int p = p0 + t, py = p / GRID_W, px = p % GRID_W;
             for (int c = 0; c < CHANNELS; c++) {
+            EMB_ROWS:
                 for (int ky = 0; ky < PATCH; ky++) {
+                    M3VIT_LEDGER_LOOP(EMB_ROWS, ky == 0, 2);
                     const uint64_t row = uint64_t(c) * IMG_H + uint64_t(py) * PATCH + ky;
                     const uint64_t e0 = row * IMG_W + uint64_t(px) * PATCH;
                     dma_read<IN_CB>(image, e0, PATCH, seg);
+                EMB_PIXELS:
                     for (int kx = 0; kx < PATCH; kx++) {
 #pragma HLS PIPELINE II = 1
+                        M3VIT_LEDGER_PIPELINE(EMB_PIXELS, kx == 0, 1, 3);
                         a[t][(c * PATCH + ky) * PATCH + kx] = in_t(sat_bits<IN_BITS>(seg[kx], sat.c[SAT_INPUT]));
                     }
                 }
@@ -49,10 +56,13 @@ EMB_TILES:
             a, nt, wbuf, bbuf, IT_PATCH, DIM, e, sat.c[SAT_ACT]);
     EMB_POS:
         for (int t = 0; t < nt; t++) {
+            M3VIT_LEDGER_LOOP(EMB_POS, t == 0, 2);
             const int tok = 1 + p0 + t;
             dma_read<ACT_CB>(weights + POS + uint64_t(tok) * POS_STRIDE, 0, DIM, pos);
+        EMB_POS_ADD:
             for (int i = 0; i < DIM; i++) {
 #pragma HLS PIPELINE II = 1
+                M3VIT_LEDGER_PIPELINE(EMB_POS_ADD, i == 0, 1, 3);
                 e[t][i] = act_t(sat_bits<ACT_BITS>(res_t(res_t(e[t][i]) + res_t(pos[i])), sat.c[SAT_ACT]));
             }
             dma_write_row<ACT_CB>(scratch + SCR_X + uint64_t(tok) * STR_ACT, 0, DIM, e, t);

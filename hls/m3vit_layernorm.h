@@ -18,6 +18,7 @@ inline void layernorm_row(const cfg::act_t x[cfg::DIM], const cfg::lnp_t g[cfg::
 LN_STATS:
     for (int i = 0; i < DIM; i++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(LN_STATS, i == 0, 1, 4);
         s1 += x[i];
         s2 += i64(x[i]) * x[i];
     }
@@ -29,6 +30,7 @@ LN_STATS:
 LN_NORM:
     for (int i = 0; i < DIM; i++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(LN_NORM, i == 0, 1, 12);
         const ln_xr_t xc = ln_xr_t(ln_xr_t(DIM) * x[i] - ln_xr_t(s1));
         const ln_xr_t xhat = rshr_rt<ln_xr_t>(ln_xr_t(xc * ln_xr_t(r)), sh);
         const ln_y_t acc = ln_y_t(ln_y_t(xhat) * g[i] + ln_y_t(b[i]) * (ln_y_t(1) << FH));
@@ -41,6 +43,7 @@ LN_NORM:
 inline void stage_layernorm(const cfg::word_t* weights, uint64_t g_off, uint64_t b_off, cfg::word_t* scratch,
                             uint64_t src, uint64_t dst, int rows, SatCounters& sat) {
     using namespace cfg;
+    M3VIT_LEDGER_PROCESS("stage_layernorm");
     static lnp_t g[DIM], b[DIM];
     static act_t x[DIM];
     static norm_t y[DIM];
@@ -48,6 +51,8 @@ inline void stage_layernorm(const cfg::word_t* weights, uint64_t g_off, uint64_t
     dma_read<LNP_CB>(weights + b_off, 0, DIM, b);
 LN_ROWS:
     for (int r = 0; r < rows; r++) {
+        // the row's RECIP: one 64-bit sequential division (≈68 cycles), ISQRT is its own loop
+        M3VIT_LEDGER_LOOP(LN_ROWS, r == 0, 72);
         dma_read<ACT_CB>(scratch + src + uint64_t(r) * STR_ACT, 0, DIM, x);
         layernorm_row(x, g, b, y, sat.c[SAT_NORM]);
         dma_write<NORM_CB>(scratch + dst + uint64_t(r) * STR_NORM, 0, DIM, y);

@@ -22,6 +22,7 @@ void load_tiles(const W* base, int ntiles, T w[][MO][MI]) {
 LOAD_TILES:
     for (int k = 0; k < n; k++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(LOAD_TILES, k == 0, 1, 4);
         if (k % L == 0) word = base[k / L];
         w[k / (MO * MI)][(k / MI) % MO][k % MI] = T(lane_get<CB>(word, k % L));
     }
@@ -41,8 +42,11 @@ void mac_engine(const A a[TT][KP], int nt, const WT w[][MO][MI], const B bias[],
     const int ot_n = (n_out + MO - 1) / MO;
 MAC_OT:
     for (int ot = 0; ot < ot_n; ot++) {
+        M3VIT_LEDGER_LOOP(MAC_OT, ot == 0, 2);
     MAC_T:
         for (int t = 0; t < nt; t++) {
+            // MAC_INIT reads MO biases and MAC_OUT writes MO outputs through two RAM ports: MO cycles
+            M3VIT_LEDGER_LOOP(MAC_T, t == 0, MO + 4);
             ACC acc[MO];
 #pragma HLS ARRAY_PARTITION variable = acc complete
         MAC_INIT:
@@ -54,6 +58,7 @@ MAC_OT:
         MAC_IT:
             for (int it = 0; it < it_n; it++) {
 #pragma HLS PIPELINE II = 1
+            M3VIT_LEDGER_PIPELINE(MAC_IT, it == 0, 1, 10);
                 const int tile = ot * it_n + it;
             MAC_MO:
                 for (int mo = 0; mo < MO; mo++) {

@@ -6,6 +6,7 @@
 #ifndef M3VIT_PRIMS_H
 #define M3VIT_PRIMS_H
 
+#include "m3vit_ledger.h"
 #include "m3vit_types.h"
 
 namespace m3vit {
@@ -112,6 +113,7 @@ inline u64 isqrt(u64 v) {
 ISQRT:
     for (int i = 0; i < 32; i++) {
 #pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(ISQRT, i == 0, 1, 2);
         const u64 trial = res + bit;
         if (v >= trial) {
             v -= trial;

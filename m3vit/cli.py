@@ -74,7 +74,8 @@ def cmd_csim(args: argparse.Namespace) -> int:
     """Compile the generated C++ with g++ and compare every layer of every task with the golden model."""
     from m3vit.sim.csim import main as csim_main
 
-    argv = [args.config, *(["-o", args.out] if args.out else []), *(["--no-layers"] if args.no_layers else [])]
+    argv = [args.config, *(["-o", args.out] if args.out else []), *(["--no-layers"] if args.no_layers else []),
+            *(["--ledger"] if args.ledger else [])]
     return csim_main(argv)
 
 
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("csim", cmd_csim)
     p.add_argument("-o", "--out", help="project directory (default build/<name>)")
     p.add_argument("--no-layers", action="store_true", help="compare final tokens only")
+    p.add_argument("--ledger", action="store_true",
+                   help="also write build/<name>/ledger.json: measured loop trip counts, estimated cycles per step "
+                        "next to perf.evaluate's")
     p = add("lint", cmd_lint)
     p.add_argument("--project", help="lint this generated project as it is (default: generate build/<name>)")
     p.add_argument("--json", help="where to write the report (default PROJECT/lint.json)")

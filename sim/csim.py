@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from m3vit import BUILD_ROOT, build_dir
+from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, load_config
+from m3vit.codegen.hls import CSIM_DEFINES, LEDGER_DEFINE
 from m3vit.codegen.hls import ap_types_dir as hls_ap_types_dir
 from m3vit.codegen.layout import (
     layer_taps,
@@ -46,13 +48,17 @@ from m3vit.codegen.layout import (
     scratch_layout,
     unpack_tokens,
 )
+from m3vit.codegen.perf import Ledger, parse_ledger
 from m3vit.errors import ToolkitError
 from m3vit.sim.inputs import random_quantized_image
 
 CACHE_DIR = Path(os.environ.get("M3VIT_CSIM_CACHE", BUILD_ROOT / "csim_cache"))
 """Compiled libraries and testbenches, one folder per source/flag hash (override: $M3VIT_CSIM_CACHE)."""
 CXX = os.environ.get("CXX", "g++")
-CXXFLAGS = ("-O2", "-std=c++14", "-fPIC", "-fvisibility=hidden", "-w")
+CXXFLAGS = ("-O2", "-std=c++14", "-fPIC", "-fvisibility=hidden", "-w", "-pthread",
+            *(f"-D{d}" for d in CSIM_DEFINES))
+"""Every C-simulation build: bounded FIFOs + threaded DATAFLOW (codegen.hls.CSIM_DEFINES); ``ledger=True``
+builds add -DM3VIT_LEDGER."""
 ABI_VERSION = 1
 TOP_SOURCE = "src/m3vit_top.cpp"
 API_SOURCE = "tb/m3vit_csim_api.cpp"
@@ -73,7 +79,8 @@ def ap_types_dir() -> Path:
 
 def _sources(project: Path) -> list[Path]:
     return sorted(
-        [*(project / "src").glob("*.h"), *(project / "src").glob("*.cpp"), *(project / "tb").glob("*.cpp")]
+        [*(project / "src").glob("*.h"), *(project / "src").glob("*.cpp"), *(project / "tb").glob("*.cpp"),
+         *(project / "tb").glob("*.h")]
     )
 
 
@@ -128,8 +135,10 @@ class CsimResult:
 class CsimLibrary:
     """A compiled C-simulation library of one design (load with :func:`build_csim`)."""
 
-    def __init__(self, path: Path, cfg: DesignConfig, native: bool, compile_seconds: float = 0.0) -> None:
+    def __init__(self, path: Path, cfg: DesignConfig, native: bool, compile_seconds: float = 0.0,
+                 ledger: bool = False) -> None:
         self.path, self.cfg, self.native, self.compile_seconds = Path(path), cfg, native, compile_seconds
+        self.ledger = ledger
         lib = ctypes.CDLL(str(self.path))
         lib.m3vit_csim_abi.restype = ctypes.c_int
         if lib.m3vit_csim_abi() != ABI_VERSION:
@@ -144,6 +153,9 @@ class CsimLibrary:
         lib.m3vit_csim_expert_loads.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.m3vit_csim_expert_events.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
         lib.m3vit_csim_expert_events.restype = ctypes.c_uint32
+        lib.m3vit_csim_error.restype = ctypes.c_char_p
+        lib.m3vit_csim_ledger.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int]
+        lib.m3vit_csim_ledger.restype = ctypes.c_uint64
         self._lib = lib
         design = lib.m3vit_csim_design().decode()
         if design != f"{cfg.name}:{cfg.config_hash()}":
@@ -229,11 +241,33 @@ class CsimLibrary:
         rc = self._lib.m3vit_csim_run(
             num_images, task, first_layer, last_layer, inp.ctypes.data, inp.size, out.ctypes.data, out.size
         )
+        if rc == -3:
+            raise CsimError(f"C simulation of {self.cfg.name} failed: {self._lib.m3vit_csim_error().decode()}")
         if rc != 0:
             raise CsimError(
                 {-1: "no weights loaded (set_weights)", -2: "input/output buffer too small"}.get(rc, rc)
             )
         return out
+
+    def run_ledger(self, weights: np.ndarray | bytes | None, images: np.ndarray, task: int | str
+                   ) -> tuple[CsimResult, Ledger]:
+        """One whole-image call (every layer) and its cycle ledger: the executed trip count of every
+        labelled loop, priced under the declared II and pipeline depths (m3vit.codegen.perf.ledger).
+        Needs a library built with ``build_csim(..., ledger=True)``."""
+        if not self.ledger:
+            raise CsimError(f"{self.path} was built without the cycle ledger: build_csim(..., ledger=True)")
+        self.ledger_text(reset=True)
+        res = self.run(weights, images, task)
+        n = 1 if res.tokens.ndim == 2 else len(res.tokens)
+        return res, parse_ledger(self.ledger_text(), self.cfg.name, self.cfg.hardware.clock_mhz, images=n)
+
+    def ledger_text(self, reset: bool = True) -> str:
+        """The cycle ledger's raw records since the last reset (tb/m3vit_csim_ledger.h's text lines); parse
+        them with ``m3vit.codegen.perf.parse_ledger``."""
+        n = int(self._lib.m3vit_csim_ledger(None, 0, 0))
+        buf = ctypes.create_string_buffer(n + 1)
+        self._lib.m3vit_csim_ledger(buf, n + 1, int(reset))
+        return buf.value.decode()
 
     # ----------------------------------------------------------------------------------- runs
     def run(
@@ -296,8 +330,10 @@ def build_csim(
     native: bool = True,
     cache_dir: str | Path | None = None,
     cfg: DesignConfig | None = None,
+    ledger: bool = False,
 ) -> CsimLibrary:
-    """Compile (or reuse from the cache) the C-simulation library of a generated project.
+    """Compile (or reuse from the cache) the C-simulation library of a generated project; ``ledger`` builds
+    the cycle-ledger variant (every labelled loop counts its trips: slower, see docs/hls.md).
 
     ``cfg`` defaults to the config the project was generated from (read back from weight_layout.json's
     design name is not enough, so pass it when the design is not a preset).
@@ -306,7 +342,7 @@ def build_csim(
     if cfg is None:
         cfg = _project_config(project)
     ap = ap_types_dir()
-    flags = [*CXXFLAGS, *(["-DM3VIT_NATIVE_TYPES"] if native else [])]
+    flags = [*CXXFLAGS, *(["-DM3VIT_NATIVE_TYPES"] if native else []), *([f"-D{LEDGER_DEFINE}"] if ledger else [])]
     key = source_hash(project, *flags, "lib")
     target = Path(cache_dir or CACHE_DIR) / key / "libm3vit_csim.so"
     secs = 0.0
@@ -316,12 +352,13 @@ def build_csim(
             *flags,
             "-shared",
             f"-I{project / 'src'}",
+            f"-I{project / 'tb'}",
             f"-I{ap}",
             str(project / TOP_SOURCE),
             str(project / API_SOURCE),
         ]
         secs = _compile(cmd, target, f"C-simulation library of {cfg.name}")
-    return CsimLibrary(target, cfg, native, secs)
+    return CsimLibrary(target, cfg, native, secs, ledger=ledger)
 
 
 def build_testbench(
@@ -339,6 +376,7 @@ def build_testbench(
             CXX,
             *flags,
             f"-I{project / 'src'}",
+            f"-I{project / 'tb'}",
             f"-I{ap}",
             str(project / TOP_SOURCE),
             str(project / TB_SOURCE),
@@ -488,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-layers", action="store_true", help="compare the final tokens only (no per-layer taps)"
     )
+    ap.add_argument(
+        "--ledger",
+        action="store_true",
+        help="write ledger.json: the cycle ledger of one whole-image call of the first task (trip counts "
+        "measured, cycles estimated), printed per step next to perf.evaluate's steps",
+    )
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -528,7 +572,51 @@ def main(argv: list[str] | None = None) -> int:
         f"testbench: {proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()}"
     )
     failures += proc.returncode != 0
+    if args.ledger:
+        try:
+            t0 = time.perf_counter()
+            led = build_csim(project, native=not args.ap_types, cfg=cfg, ledger=True)
+            print(f"ledger build: compiled in {time.perf_counter() - t0:.1f} s ({led.path.parent.name})")
+        except CsimError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        failures += not write_ledger_report(led, cfg, packed, image, golden, project)
     return 1 if failures else 0
+
+
+def write_ledger_report(
+    lib: CsimLibrary, cfg: DesignConfig, packed: np.ndarray, image: np.ndarray, golden, project: Path
+) -> bool:
+    """Run the first task's whole image once for its cycle ledger, write ``project/ledger.json`` and print
+    its steps next to ``perf.evaluate``'s (same routing) and whether ``perf.hls_loop_model`` predicted every
+    measured trip count. Returns False when the C simulation or the trip-count check fails."""
+    task = cfg.model.task_names[0]
+    t0 = time.perf_counter()
+    try:
+        res, ledger = lib.run_ledger(packed, image, task)
+    except CsimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    secs = time.perf_counter() - t0
+    g = golden.run(image, task, taps=False)
+    loads = {b: [int(n) for n in r.load] for b, r in g.routing.items()}
+    path = ledger.write(project / "ledger.json")
+    report = perf.evaluate(cfg, loads)
+    print(perf.format_ledger_steps(ledger, report.step_cycles()))
+    model = perf.hls_loop_model(cfg, loads)
+    measured = ledger.trip_counts()
+    bad = [
+        f"{label}: measured {sorted(trips)}, model {list(model[label].trips) if label in model else 'none'}"
+        for label, trips in sorted(measured.items())
+        if label not in model or tuple(sorted(trips)) != model[label].trips
+    ]
+    bad += [f"{label}: model {list(lm.trips)}, never executed" for label, lm in model.items() if label not in measured]
+    print(
+        f"ledger: {path} (task {task}, {secs:.1f} s); image {ledger.cycles:,.0f} cycles = {ledger.latency_ms:.2f} ms "
+        f"estimated vs perf.evaluate {report.cycles:,} cycles = {report.latency_ms:.2f} ms; trip counts of "
+        f"{len(measured)} loop labels {'equal perf.hls_loop_model' if not bad else 'DIFFER: ' + '; '.join(bad)}"
+    )
+    return not bad and np.array_equal(res.tokens, g.tokens)
 
 
 __all__ = [

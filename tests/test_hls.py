@@ -23,6 +23,7 @@ import pytest
 
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
 from m3vit.codegen.hls import (
+    CSIM_HEADERS,
     KERNEL_HEADERS,
     TOP_ARGS,
     TopArg,
@@ -247,8 +248,11 @@ def test_generated_project_is_complete(tmp_path) -> None:
         "register_map.json",
         "weight_layout.json",
         *(f"src/{h}" for h in KERNEL_HEADERS),
+        *(f"tb/{h}" for h in CSIM_HEADERS),
     ]:
         assert (out / rel).is_file(), rel
+    # the C-simulation-only FIFOs and ledger recorder stay out of the synthesised sources
+    assert not any((out / "src" / h).exists() for h in CSIM_HEADERS)
     tcl = (out / "run_hls.tcl").read_text()
     for cmd in [
         "open_project",

@@ -7,7 +7,8 @@ few constants of :class:`Arch`; nothing is measured.
 
 Modules: :mod:`.arch` (assumptions, DSP packing, work counts, DDR model), :mod:`.timeline` (steps and their
 ping-pong timeline), :mod:`.resources` (buffers and FPGA resources), :mod:`.report` (``evaluate``),
-:mod:`.csynth` (Vitis csynth reports and the HLS loop model) and :mod:`.moe_unit` (the exact cycle model of
+:mod:`.csynth` (Vitis csynth reports and the HLS loop model), :mod:`.ledger` (the cycle ledger of a C
+simulation: measured trip counts, estimated cycles) and :mod:`.moe_unit` (the exact cycle model of
 the RTL MoE unit). This package re-exports their public names: ``perf.evaluate``, ``perf.buffers``, ….
 """
 from m3vit.codegen.perf.arch import (
@@ -49,9 +50,23 @@ from m3vit.codegen.perf.csynth import (
     LoopComparison,
     LoopModel,
     compare_csynth,
+    csynth_from_ledger,
     format_csynth_comparison,
     hls_loop_model,
     parse_csynth,
+)
+from m3vit.codegen.perf.ledger import (
+    ASSUMPTIONS as LEDGER_ASSUMPTIONS,
+)
+from m3vit.codegen.perf.ledger import (
+    Ledger,
+    LedgerError,
+    LedgerLoop,
+    LedgerProcess,
+    LedgerRegion,
+    format_ledger_steps,
+    parse_ledger,
+    read_ledger,
 )
 from m3vit.codegen.perf.moe_unit import (
     RTL_B_LATENCY,
@@ -95,6 +110,7 @@ __all__ = [
     "ARCH",
     "BRAM36_BITS",
     "BRAM36_SHAPES",
+    "LEDGER_ASSUMPTIONS",
     "LUTRAM_MAX_BITS",
     "LUTRAM_MAX_DEPTH",
     "MIB",
@@ -114,6 +130,11 @@ __all__ = [
     "CsynthLoop",
     "CsynthReport",
     "Lanes",
+    "Ledger",
+    "LedgerError",
+    "LedgerLoop",
+    "LedgerProcess",
+    "LedgerRegion",
     "LoopComparison",
     "LoopModel",
     "MoeUnitCycles",
@@ -131,6 +152,7 @@ __all__ = [
     "constants_attn_scale",
     "container_bytes",
     "csd_digits",
+    "csynth_from_ledger",
     "dma_bytes_per_cycle",
     "dsp_by_unit",
     "dsp_cycles",
@@ -139,6 +161,7 @@ __all__ = [
     "expert_bytes",
     "expert_step",
     "format_csynth_comparison",
+    "format_ledger_steps",
     "hls_loop_model",
     "lanes",
     "load_cycles",
@@ -151,9 +174,11 @@ __all__ = [
     "op_rate_div",
     "operand_bits",
     "parse_csynth",
+    "parse_ledger",
     "patch_chunks",
     "place_buffers",
     "queue_step",
+    "read_ledger",
     "resources",
     "run_timeline",
     "score_bits",

@@ -76,6 +76,15 @@ class PerfReport:
     def act_ddr_bytes(self) -> int:
         return sum(s.act_bytes for s in self.steps)
 
+    def step_cycles(self) -> dict[str, int]:
+        """Cycles of each step in the timeline, its stall (waiting for weights) included; they sum to ``cycles``."""
+        out: dict[str, int] = {}
+        prev = 0
+        for s, end in zip(self.steps, self.timeline.end, strict=True):
+            out[s.name] = out.get(s.name, 0) + end - prev
+            prev = end
+        return out
+
     def unit_busy(self) -> dict[str, int]:
         """Busy cycles per unit over the image (MAC array, softmax, LayerNorm, ..., both DMA ports)."""
         busy: dict[str, int] = {}

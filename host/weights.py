@@ -356,6 +356,11 @@ def pack_model(cfg: DesignConfig, state_dict: Mapping[str, Any], out: str | Path
     from m3vit.codegen.layout import pack_weights
     from m3vit.sim.quantize import quantize_state_dict
 
+    for key, value in state_dict.items():
+        arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            raise WeightsError(f"{key} holds {bad} non-finite values (NaN or inf); only finite weights can be packed")
     q = quantize_state_dict(cfg, state_dict)
     return save_weights(out, cfg, pack_weights(cfg, q), head_tensors(cfg, state_dict),
                         extra={"weights_saturated": q.saturation})

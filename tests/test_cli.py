@@ -66,7 +66,10 @@ def test_bitstream_without_tools_names_what_is_missing(capsys: pytest.CaptureFix
     assert "missing tool: vitis-run or vitis_hls (Vitis HLS) and vivado not on PATH" in err and "\n" not in err
 
 
-COMMANDS = ("check", "generate", "csim", "pack", "run", "bitstream", "demo", "bench", "report", "dse", "train", "eval")
+COMMANDS = (
+    "check", "generate", "csim", "lint", "pack", "run", "bitstream", "demo", "bench", "report", "dse", "train", "eval",
+    "experts",
+)
 """The documented sub-commands (README's flow, docs/deploy.md, the demo), written out independently of the parser."""
 
 

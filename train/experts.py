@@ -36,7 +36,7 @@ from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.perf.arch import bias_bytes, container_bytes, expert_bytes, weight_bytes
 from m3vit.errors import run_main
 from m3vit.sim.pruning import KeptExperts, PruningError, expert_map
-from m3vit.sim.reference import M3ViT
+from m3vit.sim.reference import M3ViT, Routing, balance_loss
 from m3vit.train.data import build_dataset, get_batch
 from m3vit.train.predict import FixedPointPredictor, FloatPredictor, evaluate
 from m3vit.train.tasks import HIGHER_IS_BETTER, PRIMARY_METRIC, task_kind
@@ -460,15 +460,19 @@ class ProgressivePruner:
         self.step(self.drop_at[-1])
 
     def aux(self, task: int, routing: Mapping[int, Any]) -> torch.Tensor:
-        """Σ over MoE layers of cv²(importance) + cv²(load) over the kept experts (all N when not pruned)."""
-        from m3vit.sim.reference import cv_squared
-
+        """Σ over MoE layers of the balance loss (:func:`m3vit.sim.reference.balance_loss`, M³ViT's definition)
+        restricted to the kept experts: the logits of the kept experts only, the routed indices renumbered
+        among them (all N when the layer is not pruned)."""
         total = torch.zeros((), dtype=torch.float32)
         for b, r in routing.items():
             kept = torch.tensor(self.kept.get((task, b), range(self.n)), device=r.logits.device)
-            probs = r.logits.index_select(-1, kept).float().softmax(-1).reshape(-1, len(kept))  # [tokens, M]
-            load = torch.bincount(r.indices.reshape(-1), minlength=self.n).index_select(0, kept).to(probs.dtype)
-            total = total + cv_squared(probs.sum(0)) + cv_squared(load)
+            position = torch.full((self.n,), -1, dtype=torch.long, device=kept.device)
+            position[kept] = torch.arange(len(kept), device=kept.device)
+            top_k = r.indices.shape[-1]
+            clean = r.clean_logits.index_select(-1, kept) if r.clean_logits is not None else None
+            kept_routing = Routing(indices=position[r.indices], probs=r.probs, logits=r.logits.index_select(-1, kept),
+                                   clean_logits=clean, noise_std=r.noise_std)
+            total = total + balance_loss(kept_routing, top_k).float()
         return total
 
 

@@ -1,7 +1,13 @@
-"""RTL generator for the expert-by-expert MoE unit (SystemVerilog from jinja2 templates in ``rtl/templates``).
+"""RTL generator for the expert-by-expert MoE unit.
 
-``generate_moe_unit(cfg, out_dir)`` writes ``moe_unit.sv`` and ``moe_unit_layout.json`` into
-``build/<name>/rtl/``. The JSON is the single description of what the unit reads and writes (memory
+The unit's logic is hand-written, parameterised SystemVerilog in ``rtl/`` (package data ``m3vit.rtl``, one
+job per module, :data:`MODULES`; ``rtl/README.md`` lists them). ``generate_moe_unit(cfg, out_dir)`` writes
+into ``build/<name>/rtl/`` only what a config decides: the parameter package ``moe_unit_pkg.sv`` (rendered
+from ``rtl/templates/moe_unit_pkg.sv.j2``: sizes, formats, shifts, AXI and buffer geometry, the register
+offsets of :func:`register_map`), the GELU table ``moe_unit_gelu.mem`` (``$readmemh``; the package names it
+by absolute path, so Verilator, Icarus and yosys find it from any working directory), copies of the modules
+(so the folder is the complete source set, :attr:`GeneratedRtl.sources` in compile order) and
+``moe_unit_layout.json``. The JSON is the single description of what the unit reads and writes (memory
 regions, offsets, element formats, register map, on-chip buffer sizes); testbenches and host code pack
 and unpack memory with :func:`pack_token_rows`, :func:`pack_queues`, :func:`pack_experts` and
 :func:`unpack_out`, which read only that description.
@@ -40,8 +46,31 @@ from m3vit.codegen.numerics import PROB_FRAC, constants
 from m3vit.codegen.render import template_env
 from m3vit.errors import ToolkitError
 
-TEMPLATE_DIR = package_dir("m3vit.rtl") / "templates"
+RTL_DIR = package_dir("m3vit.rtl")
+TEMPLATE_DIR = RTL_DIR / "templates"
 TOP = "moe_unit"
+PACKAGE = "moe_unit_pkg"  # the generated parameter package
+PACKAGE_TEMPLATE = "moe_unit_pkg.sv.j2"
+GELU_MEM = "moe_unit_gelu.mem"  # the generated GELU table
+# the hand-written modules (package data m3vit.rtl), in compile order: packages first, the top last
+MODULES = (
+    "moe_unit_defs_pkg.sv",
+    "moe_unit_ram.sv",
+    "moe_unit_burst_len.sv",
+    "moe_unit_gelu_lane.sv",
+    "moe_unit_axil.sv",
+    "moe_unit_reader.sv",
+    "moe_unit_sink.sv",
+    "moe_unit_prefetch.sv",
+    "moe_unit_issue.sv",
+    "moe_unit_mac.sv",
+    "moe_unit_post.sv",
+    "moe_unit_hidden_ring.sv",
+    "moe_unit_accum.sv",
+    "moe_unit_writeback.sv",
+    "moe_unit_counters.sv",
+    "moe_unit.sv",
+)
 QUEUE_ENTRY_BITS = 32
 GATE_BITS = 16  # a gate is ≤ 2^15, so 16 unsigned bits hold it
 COUNT_BITS = 16  # per-expert queue length register (≤ max_tokens ≤ 65535)
@@ -366,10 +395,12 @@ class GeneratedRtl:
     layout_path: Path
     layout: dict[str, Any]
     top: str
-    digest: str  # SHA-256 of the generated sources (keys simulator builds)
+    digest: str  # SHA-256 of every file written (keys simulator builds)
+    gelu_mem: Path  # the GELU table the package points the lanes at
 
 
 def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, Any]:
+    """The values of the parameter package (names as in ``moe_unit_pkg``) and the GELU pairs."""
     p, n = layout["params"], cfg.numerics
     k = constants(cfg)
     reg_off = axilite.offsets(layout["registers"])
@@ -391,8 +422,6 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
         "cfg_name": cfg.name,
         "config_hash": layout["config_hash"],
         "top": layout["top"],
-        "P": p,
-        "F": f,
         "NE": p["num_experts"],
         "TMAX": p["max_tokens"],
         "DIM": p["dim"],
@@ -456,11 +485,9 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
         "REG": reg_off,
         "COUNTERS": [c for c, _ in COUNTERS],
         "RAW": 8,
-        "clog2": lambda n: max(1, clog2(n)),  # an index signal is at least one bit wide
     }
     g = min(mi, mo)
     ctx["HRING"] = p["hidden_ring"]
-    ctx["HRING_LOG2"] = int(math.log2(p["hidden_ring"]))
     ctx["HG"] = g  # hidden-buffer bank width (elements)
     ctx["HK"] = max(mi, mo) // g  # banks
     ctx["HWPS"] = p["hidden"] // max(mi, mo)  # words per ring slot in each bank
@@ -478,33 +505,52 @@ def _template_context(cfg: DesignConfig, layout: dict[str, Any]) -> dict[str, An
     return ctx
 
 
-def render_moe_unit(cfg: DesignConfig, layout: dict[str, Any]) -> str:
-    return template_env(TEMPLATE_DIR).get_template("moe_unit.sv.j2").render(**_template_context(cfg, layout))
+def render_moe_unit(cfg: DesignConfig, layout: dict[str, Any], gelu_mem: str = GELU_MEM) -> str:
+    """The parameter package ``moe_unit_pkg`` of this config and layout (SystemVerilog text); ``gelu_mem`` is the
+    path the GELU lanes load their table from (``$readmemh``)."""
+    ctx = _template_context(cfg, layout)
+    ctx["GELU_MEM"] = gelu_mem
+    return template_env(TEMPLATE_DIR).get_template(PACKAGE_TEMPLATE).render(**ctx)
+
+
+def render_gelu_mem(cfg: DesignConfig, layout: dict[str, Any]) -> str:
+    """The GELU table as a ``$readmemh`` file: line i holds the pair {G[i+1], G[i]} (hidden-format bits each)."""
+    hb = cfg.numerics.hidden.bits
+    return "".join(f"{pair:0{-(-2 * hb // 4)}x}\n" for pair in _template_context(cfg, layout)["G_PAIRS"])
 
 
 def default_out_dir(cfg: DesignConfig) -> Path:
     return build_dir(cfg.name, "rtl")
 
 
+def _write_if_changed(path: Path, body: str) -> None:
+    # rewrite only on change so that make and simulator caches see stable timestamps
+    if not path.exists() or path.read_text() != body:
+        path.write_text(body)
+
+
 def generate_moe_unit(
     cfg: DesignConfig, out_dir: str | Path | None = None, knobs: RtlKnobs = DEFAULT_KNOBS
 ) -> GeneratedRtl:
-    """Render the MoE unit for ``cfg`` into ``out_dir`` (default ``build/<name>/rtl``); returns the files."""
+    """Write the unit for ``cfg`` into ``out_dir`` (default ``build/<name>/rtl``): the parameter package, the
+    GELU table, copies of the hand-written modules and the layout JSON; returns the files."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     layout = moe_layout(cfg, knobs)
-    sv = render_moe_unit(cfg, layout)
-    src = out / f"{TOP}.sv"
-    layout_path = out / f"{TOP}_layout.json"
-    text = json.dumps(layout, indent=1)
-    # rewrite only on change so that make and simulator caches see stable timestamps
-    for path, body in ((src, sv), (layout_path, text)):
-        if not path.exists() or path.read_text() != body:
-            path.write_text(body)
-    digest = hashlib.sha256(sv.encode() + text.encode()).hexdigest()
-    return GeneratedRtl(
-        out_dir=out, sources=(src,), layout_path=layout_path, layout=layout, top=TOP, digest=digest
-    )
+    mem_path = (out / GELU_MEM).resolve()
+    bodies = {
+        f"{PACKAGE}.sv": render_moe_unit(cfg, layout, mem_path.as_posix()),
+        GELU_MEM: render_gelu_mem(cfg, layout),
+        **{name: (RTL_DIR / name).read_text() for name in MODULES},
+        f"{TOP}_layout.json": json.dumps(layout, indent=1),
+    }
+    digest = hashlib.sha256()
+    for name, body in bodies.items():
+        _write_if_changed(out / name, body)
+        digest.update(name.encode() + b"\0" + body.encode() + b"\0")
+    sources = tuple(out / name for name in (f"{PACKAGE}.sv", *MODULES))
+    return GeneratedRtl(out_dir=out, sources=sources, layout_path=out / f"{TOP}_layout.json", layout=layout,
+                        top=TOP, digest=digest.hexdigest(), gelu_mem=mem_path)
 
 
 __all__ = [
@@ -520,6 +566,7 @@ __all__ = [
     "pack_queues",
     "pack_token_rows",
     "register_map",
+    "render_gelu_mem",
     "render_moe_unit",
     "unpack_out",
     "used_expert_weight_bytes",

@@ -1,4 +1,5 @@
-"""cocotb testbench of the generated MoE unit (``moe_unit.sv``), run by ``m3vit.sim.rtl.runner``.
+"""cocotb testbench of the MoE unit (top ``moe_unit``, sources from ``generate_moe_unit``), run by
+``m3vit.sim.rtl.runner``.
 
 The scenario (``M3VIT_TB_SCENARIO``, an .npz written by the runner) holds the layout JSON, one or more
 expert weight sets and a list of cases (tokens, routing, the golden model's expected output and saturation

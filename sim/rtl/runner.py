@@ -37,11 +37,7 @@ from m3vit.sim.quantize import QExperts
 TESTBENCH = "m3vit.sim.rtl.moe_unit_tb"
 """The cocotb testbench module of the MoE unit (imported by name inside the simulator)."""
 SIMULATORS = ("verilator", "icarus")
-VERILATOR_ARGS = (
-    "-Wno-fatal",
-    "-Wno-WIDTHEXPAND",
-    "-Wno-WIDTHTRUNC",
-    "-Wno-SYMRSVDWORD",
+VERILATOR_ARGS = (  # the sources lint clean with -Wall (tests/rtl/test_lint.py)
     "--x-assign",
     "fast",
     "--x-initial",

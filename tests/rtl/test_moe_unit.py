@@ -13,16 +13,19 @@ import json
 import numpy as np
 import pytest
 
+from m3vit import package_dir
 from m3vit.codegen.config import load_config, with_overrides
 from m3vit.codegen.numerics import constants
 from m3vit.codegen.rtl import (
     ERROR_BITS,
+    MODULES,
     RtlError,
     RtlKnobs,
     moe_layout,
     pack_experts,
     pack_queues,
     pack_token_rows,
+    render_gelu_mem,
     render_moe_unit,
     unpack_out,
     used_expert_weight_bytes,
@@ -159,15 +162,19 @@ def test_counter_widths_follow_the_array() -> None:
 
 def test_gelu_table_and_shifts_come_from_numerics() -> None:
     cfg = load_config("tiny")
-    sv = render_moe_unit(cfg, moe_layout(cfg))
+    lay = moe_layout(cfg)
+    sv = render_moe_unit(cfg, lay)
+    mem = render_gelu_mem(cfg, lay).splitlines()
     g = constants(cfg).gelu
     hb = cfg.numerics.hidden.bits
     mask = (1 << hb) - 1
+    assert len(mem) == 1 << cfg.numerics.gelu_segments_log2 == len(g.values) - 1
     for i in (0, 1, len(g.values) // 2, len(g.values) - 2):
         pair = ((g.values[i + 1] & mask) << hb) | (g.values[i] & mask)
-        assert f"'d{i}: pair = {2 * hb}'h{pair:x};" in sv
+        assert int(mem[i], 16) == pair and len(mem[i]) == 2 * hb // 4
     assert f"LO = {g.lo};" in sv and f"HI = {g.hi};" in sv
-    assert not any(p in sv for p in ("RAMB", "DSP48", "FDRE", "LUT6", "(* ram_style"))  # no vendor primitives
+    modules = [(package_dir("m3vit.rtl") / m).read_text() for m in MODULES]
+    assert not any(p in text for text in (sv, *modules) for p in ("RAMB", "DSP48", "FDRE", "LUT6", "(* ram_style"))
 
 
 # ------------------------------------------------------------------------------------------- simulation

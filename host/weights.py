@@ -271,13 +271,13 @@ def parse_weights(data: bytes, cfg: DesignConfig, build_hash: str | None = None,
     man = manifest_model
     if man.config_hash != cfg.config_hash():
         raise WeightsError(
-            f"{source}: built for design {man.design!r} (config hash {man.config_hash[:12]}), not for "
-            f"{cfg.name!r} ({cfg.config_hash()[:12]}); re-pack it with this config"
+            f"{source}: built for design {man.design!r} (config hash {man.config_hash}), not for "
+            f"{cfg.name!r} ({cfg.config_hash()}); re-pack it with this config"
         )
     if build_hash is not None and build_hash != cfg.config_hash():
         raise WeightsError(
-            f"{source}: the hardware build was made from config hash {build_hash[:12]}, the weights from "
-            f"{cfg.config_hash()[:12]}; use the config the bitstream was built with"
+            f"{source}: the hardware build was made from config hash {build_hash}, the weights from "
+            f"{cfg.config_hash()}; use the config the bitstream was built with"
         )
     if man.axi_data_bits != cfg.hardware.axi_data_bits:
         raise WeightsError(f"{source}: packed for a {man.axi_data_bits}-bit AXI bus; {cfg.name} has "

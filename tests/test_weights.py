@@ -112,10 +112,12 @@ def test_corrupt_files_are_refused(packed, kind: str, needle: str) -> None:
 def test_wrong_design_and_wrong_build_are_refused(packed) -> None:
     cfg, _, path, _ = packed
     other = with_overrides(cfg, **{"numerics.weight.frac": 7})
-    with pytest.raises(WeightsError, match="re-pack it with this config"):
+    with pytest.raises(WeightsError, match="re-pack it with this config") as err:
         load_weights(path, other)
-    with pytest.raises(WeightsError, match="hardware build was made from config hash"):
-        load_weights(path, cfg, build_hash="0" * 64)
+    assert cfg.config_hash() in str(err.value) and other.config_hash() in str(err.value)  # full hashes
+    with pytest.raises(WeightsError, match="hardware build was made from config hash") as err:
+        load_weights(path, cfg, build_hash="0" * 63 + "1")
+    assert "0" * 63 + "1" in str(err.value) and cfg.config_hash() in str(err.value)
     with pytest.raises(WeightsError, match="does not exist"):
         load_weights(path.with_name("nope.m3w"), cfg)
 

@@ -48,6 +48,7 @@ from m3vit.codegen.layout import (
     write_layout_json,
 )
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
+from m3vit.codegen.perf import maxi_settings
 from m3vit.codegen.render import template_env
 
 HLS_DIR = package_dir("m3vit.hls")
@@ -661,6 +662,7 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
         "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
         "register_map": register_map(),
         "cosim_images": COSIM_IMAGES,
+        "maxi_settings": " ".join(f"{k} = {v}" for k, v in maxi_settings().items()),
         "csim_defines": list(CSIM_DEFINES),
         "ledger_define": LEDGER_DEFINE,
     }

@@ -45,7 +45,7 @@ from pathlib import Path
 from m3vit import build_dir
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 from m3vit.codegen.hls import TOP_NAME, ap_types_dir
-from m3vit.codegen.perf import ARCH, Buffer, buffers, macs_per_dsp, place_buffers, resources
+from m3vit.codegen.perf import ARCH, Buffer, buffers, macs_per_dsp, maxi_settings, place_buffers, resources
 from m3vit.codegen.project import generate
 from m3vit.codegen.vivado import assign_hp_ports, render_bitstream_tcl
 
@@ -520,10 +520,16 @@ class _Walker:
             if "w" in acc:
                 need += ["num_write_outstanding", "max_write_burst_length"]
             missing = [k for k in need if p.get(k) in (None, "")]
+            where = f"{Path(p.file).name}:{p.line}"
             if missing:
-                where = f"{Path(p.file).name}:{p.line}"
                 msg = f"m_axi port {port} (bundle {bundle}) does not set {', '.join(missing)}"
                 self.findings.append(Finding("maxi", where, msg))
+            model = maxi_settings()
+            other = [f"{k} = {p.get(k)} (perf assumes {model[k]})" for k in need
+                     if p.get(k) not in (None, "") and p.get(k) != str(model[k])]
+            if other:
+                self.findings.append(Finding("maxi", where, f"m_axi port {port} (bundle {bundle}) sets "
+                                                            f"{', '.join(other)}: the model and the code disagree"))
         expected = [a["bundle"] for a in regmap["args"] if a["kind"] == "pointer"]
         if bundles != expected:
             self.findings.append(Finding("maxi", f"{TOP_NAME}.cpp", f"m_axi bundles {bundles} differ from the "

@@ -15,6 +15,7 @@ import pytest
 from m3vit.cli import main
 from m3vit.codegen.config import load_config, with_overrides
 from m3vit.codegen.lint import CHECKS, LintError, LintReport, lint_project
+from m3vit.codegen.perf import maxi_settings
 from m3vit.codegen.project import generate
 
 pytest.importorskip("clang.cindex", reason="the HLS lint needs libclang (a dev dependency)")
@@ -34,15 +35,19 @@ void m3vit_top(unsigned num_images, unsigned task, unsigned first_layer, unsigne
 {body}
 }}
 """
-READ = "num_read_outstanding = 16 max_read_burst_length = 16"
-WRITE = "num_write_outstanding = 16 max_write_burst_length = 16"
+MODEL = maxi_settings()  # what the perf model assumes: the lint requires the pragmas to say the same
+READ = (f"num_read_outstanding = {MODEL['num_read_outstanding']} "
+        f"max_read_burst_length = {MODEL['max_read_burst_length']}")
+WRITE = (f"num_write_outstanding = {MODEL['num_write_outstanding']} "
+         f"max_write_burst_length = {MODEL['max_write_burst_length']}")
+LATENCY = f"latency = {MODEL['latency']}"
 
 
 def maxi(port: str, bundle: str, opts: str) -> str:
     return f"#pragma HLS INTERFACE mode = m_axi port = {port} bundle = {bundle} offset = slave {opts}"
 
 
-W_OPTS = f"latency = 64 {READ}"
+W_OPTS = f"{LATENCY} {READ}"
 
 # A kernel every check but the model comparison accepts: a burst copy, a trip-counted variable loop, 64
 # variable 16 x 16 products, a constant multiply and a 4-bank array.
@@ -80,9 +85,9 @@ def planted(tmp_path: Path, tiny_project: Path, body: str, helpers: str = "", in
     project = tmp_path / "planted"
     shutil.copytree(tiny_project, project)
     pragmas = "\n".join([maxi("weights", "gmem_w", w_opts),
-                          maxi("scratch", "gmem_s", f"latency = 64 {READ} {WRITE}"),
-                          maxi("input", "gmem_i", f"latency = 64 {READ}"),
-                          maxi("output", o_bundle, f"latency = 64 {WRITE}")])
+                          maxi("scratch", "gmem_s", f"{LATENCY} {READ} {WRITE}"),
+                          maxi("input", "gmem_i", f"{LATENCY} {READ}"),
+                          maxi("output", o_bundle, f"{LATENCY} {WRITE}")])
     top = TOP.format(includes=includes, helpers=helpers, body=body, pragmas=pragmas)
     (project / "src" / "m3vit_top.cpp").write_text(top)
     return project
@@ -156,8 +161,12 @@ def test_tripcount_and_ii(tmp_path, tiny_project, body, expect) -> None:
 
 
 def test_maxi_pragmas_and_hp_ports(tmp_path, tiny_project) -> None:
-    r = lint(tmp_path, tiny_project, "", w_opts="latency = 64 max_read_burst_length = 16")
+    burst = MODEL["max_read_burst_length"]
+    r = lint(tmp_path, tiny_project, "", w_opts=f"{LATENCY} max_read_burst_length = {burst}")
     assert messages(r, "maxi") == ["m_axi port weights (bundle gmem_w) does not set num_read_outstanding"]
+    r = lint(tmp_path / "v", tiny_project, "", w_opts=f"latency = 64 {READ}")
+    found = messages(r, "maxi")
+    assert len(found) == 1 and f"latency = 64 (perf assumes {MODEL['latency']})" in found[0], found
     r = lint(tmp_path / "b", tiny_project, "", o_bundle="gmem_x")
     found = messages(r, "maxi")
     assert any("differ from the register map" in m for m in found), found
@@ -301,7 +310,6 @@ def test_bad_input_is_one_line(tmp_path, tiny_project) -> None:
 KNOWN_FAILURES = {
     "burst": "DMA loops load a word under `if (lane == 0 …)` at index / lanes (hls/m3vit_dma.h, load_tiles)",
     "tripcount": "no variable loop has LOOP_TRIPCOUNT yet",
-    "maxi": "m_axi latency is not set in the generated top function",
     "fit": "one fully unrolled MAC array per mac_engine instantiation: DSPs far over the board",
     "perf": "the kernels are not the modeled architecture (one MAC array, ping-pong slots, URAM)",
 }

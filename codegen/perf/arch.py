@@ -42,6 +42,18 @@ class Arch:
 ARCH = Arch()
 
 
+def maxi_settings(arch: Arch = ARCH) -> dict[str, int]:
+    """The m_axi interface settings the model assumes, as the HLS top function's INTERFACE pragmas write them
+    (one fact: the generator and the lint both read this)."""
+    return {
+        "latency": arch.ddr_latency,
+        "num_read_outstanding": arch.outstanding,
+        "num_write_outstanding": arch.outstanding,
+        "max_read_burst_length": arch.burst_beats,
+        "max_write_burst_length": arch.burst_beats,
+    }
+
+
 def tile_lengths(n: int, size: int) -> list[int]:
     """Lengths of the tiles of ``size`` covering ``n`` items (the last one may be short)."""
     if n <= 0:

@@ -25,6 +25,7 @@ import numpy as np
 
 from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.layout import pack_images, pack_tokens, read_saturation, scratch_layout, unpack_tokens
+from m3vit.errors import ToolkitError
 from m3vit.host.heads import task_head
 from m3vit.host.registers import RegisterMap
 from m3vit.host.weights import Weights, WeightsError, load_weights
@@ -34,7 +35,7 @@ AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 CTRL = 0x00
 
 
-class AcceleratorError(RuntimeError):
+class AcceleratorError(ToolkitError, RuntimeError):
     """The device misbehaved (time-out, kernel error)."""
 
 

@@ -29,22 +29,9 @@ class UserError(ToolkitError, ValueError):
     """A bad flag or input value that the user can fix (e.g. ``--count must be at least 1, got 0``)."""
 
 
-ERRORS_ELSEWHERE = {"m3vit.host.weights": "WeightsError", "m3vit.host.driver": "AcceleratorError"}
-"""User-facing error classes that do not derive from ToolkitError: module → class name."""
-
 DEBUG_FLAG = "--debug"
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """ToolkitError, OSError and the :data:`ERRORS_ELSEWHERE` classes of the modules that are loaded
-    (a module that was never imported cannot have raised its error, and importing it here would be costly)."""
-    types: list[type[BaseException]] = [ToolkitError, OSError]
-    for module, name in ERRORS_ELSEWHERE.items():
-        if module in sys.modules:
-            types.append(getattr(sys.modules[module], name))
-    return tuple(types)
 
 
 def one_line(err: BaseException) -> str:
@@ -75,7 +62,7 @@ def run_main(command: Callable[[list[str]], int | None], argv: Sequence[str] | N
             raise
         print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
-    except user_error_types() as err:  # evaluated when an exception is being matched
+    except (ToolkitError, OSError) as err:
         if debug:
             raise
         print(f"{prog}: error: {one_line(err)} (--debug shows the traceback)", file=sys.stderr)

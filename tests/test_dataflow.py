@@ -8,18 +8,16 @@ could never stall the session (the subprocess timeout is only that guard).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from m3vit import package_dir
 from m3vit.codegen import perf
 from m3vit.codegen.hls import CSIM_DEFINES, LEDGER_DEFINE
-from m3vit.sim.csim import CACHE_DIR, CXX, ap_types_dir
 from tests.conftest import REPO_ROOT
+from tests.hls_build import build_cached
 
 TB = REPO_ROOT / "tests" / "csim" / "dataflow_tb.cpp"
 N = 16  # items through the kernel; join needs b to hold N - 1 of them (the "ok" build declares 15)
@@ -28,21 +26,7 @@ HANG_GUARD_S = 120
 
 
 def _build(flags: list[str], name: str) -> Path:
-    hls = Path(str(package_dir("m3vit.hls")))
-    h = hashlib.sha256(TB.read_bytes())
-    for f in HEADERS:
-        h.update((hls / f).read_bytes())
-    h.update(" ".join([CXX, *flags]).encode())
-    target = CACHE_DIR / f"dataflow_{h.hexdigest()[:16]}" / name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{name}.{os.getpid()}")
-        cmd = [CXX, "-O1", "-std=c++14", "-pthread", "-w", *flags, f"-I{hls}", f"-I{ap_types_dir()}", str(TB),
-               "-o", str(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        os.replace(tmp, target)
-    return target
+    return build_cached(name, TB, HEADERS, ["-O1", "-std=c++14", "-pthread", "-w", *flags])
 
 
 @pytest.fixture(scope="session")

@@ -9,17 +9,14 @@ rows padded to whole AXI words, and the tiled weight buffer of pack_weights).
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import subprocess
 
 import numpy as np
 import pytest
 
 from m3vit.codegen.bits import ceil_div
 from m3vit.codegen.layout import Region, pack_weights, unpack_weights, weight_layout
-from m3vit.sim.csim import CACHE_DIR, CXX, ap_types_dir
-from tests.conftest import REPO_ROOT, quantized
+from tests.conftest import quantized
+from tests.hls_build import build_cached
 
 WORD_BITS = (128, 256, 512)
 CONTAINERS = (8, 16, 32, 64)
@@ -93,20 +90,7 @@ API int violations() { const int n = g_violations; g_violations = 0; return n; }
 
 def _build(native: bool) -> ctypes.CDLL:
     flags = ["-O1", "-std=c++14", "-fPIC", "-shared", "-w", *(["-DM3VIT_NATIVE_TYPES"] if native else [])]
-    key = hashlib.sha256(
-        (SHIM + " ".join(flags) + "".join((REPO_ROOT / "hls" / h).read_text() for h in HEADERS)).encode()
-    ).hexdigest()[:20]
-    out = CACHE_DIR / f"burst-{key}" / "libburst.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cpp = out.with_suffix(".cpp")
-        cpp.write_text(SHIM)
-        tmp = out.with_name(f".libburst.{os.getpid()}.so")
-        subprocess.run(
-            [CXX, *flags, f"-I{REPO_ROOT / 'hls'}", f"-I{ap_types_dir()}", str(cpp), "-o", str(tmp)], check=True
-        )
-        os.replace(tmp, out)
-    return ctypes.CDLL(str(out))
+    return ctypes.CDLL(str(build_cached("libburst.so", SHIM, HEADERS, flags)))
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["native", "ap_int"])

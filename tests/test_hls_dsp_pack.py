@@ -9,18 +9,17 @@ statement of the lane bounds) and check the long dot products.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
 import math
-import os
 import subprocess
 
 import numpy as np
 import pytest
 
 from m3vit.codegen.config import PRESET_DIR, load_config, matmul_shapes
-from m3vit.sim.csim import CACHE_DIR, CXX, ap_types_dir
+from m3vit.sim.csim import CXX, ap_types_dir
 from tests.conftest import REPO_ROOT
+from tests.hls_build import build_cached
 
 LANE = 18  # the low lane's width: the high weight sits 18 bits above the low one
 PROB_BITS = 17  # attention probabilities, unsigned Q.15 in [0, 2^15] (docs/numerics.md §2)
@@ -204,26 +203,9 @@ SHIM = _shim()
 HEADERS = ("m3vit_dsp_pack.h", "m3vit_prims.h", "m3vit_types.h")
 
 
-def _compile(src: str, flags: list[str], out_name: str) -> ctypes.CDLL:
-    key = hashlib.sha256(
-        (src + " ".join(flags) + "".join((REPO_ROOT / "hls" / h).read_text() for h in HEADERS)).encode()
-    ).hexdigest()[:20]
-    out = CACHE_DIR / f"dsp-pack-{key}" / out_name
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cpp = out.with_suffix(".cpp")
-        cpp.write_text(src)
-        tmp = out.with_name(f".{out_name}.{os.getpid()}")
-        subprocess.run(
-            [CXX, *flags, f"-I{REPO_ROOT / 'hls'}", f"-I{ap_types_dir()}", str(cpp), "-o", str(tmp)], check=True
-        )
-        os.replace(tmp, out)
-    return ctypes.CDLL(str(out))
-
-
 def _build(native: bool) -> ctypes.CDLL:
     flags = ["-O2", "-std=c++14", "-fPIC", "-shared", "-w", *(["-DM3VIT_NATIVE_TYPES"] if native else [])]
-    lib = _compile(SHIM, flags, "libdsp_pack.so")
+    lib = ctypes.CDLL(str(build_cached("libdsp_pack.so", SHIM, HEADERS, flags)))
     lib.native = native
     return lib
 

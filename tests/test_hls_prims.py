@@ -10,11 +10,8 @@ are the reference at the edges of each primitive's domain.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
-import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -24,9 +21,9 @@ from hypothesis import strategies as st
 from m3vit.codegen.config import load_config
 from m3vit.codegen.numerics import constants
 from m3vit.sim import fixedpoint as fp
-from m3vit.sim.csim import CACHE_DIR, CXX, ap_types_dir
 from tests import spec_oracle as oracle
 from tests.conftest import REPO_ROOT
+from tests.hls_build import build_cached
 
 CFG = load_config("tiny")
 K = constants(CFG)
@@ -66,26 +63,7 @@ API int p_violations() {{ const int n = g_violations; g_violations = 0; return n
 
 def _build(native: bool) -> ctypes.CDLL:
     flags = ["-O1", "-std=c++14", "-fPIC", "-shared", "-w", *(["-DM3VIT_NATIVE_TYPES"] if native else [])]
-    src_hash = hashlib.sha256(
-        (
-            SHIM
-            + " ".join(flags)
-            + (REPO_ROOT / "hls" / "m3vit_prims.h").read_text()
-            + (REPO_ROOT / "hls" / "m3vit_types.h").read_text()
-        ).encode()
-    ).hexdigest()[:20]
-    out = CACHE_DIR / f"prims-{src_hash}" / "libprims.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        src = out.with_suffix(".cpp")
-        src.write_text(SHIM)
-        tmp = out.with_name(f".libprims.{os.getpid()}.so")
-        subprocess.run(
-            [CXX, *flags, f"-I{REPO_ROOT / 'hls'}", f"-I{ap_types_dir()}", str(src), "-o", str(tmp)],
-            check=True,
-        )
-        os.replace(tmp, out)
-    lib = ctypes.CDLL(str(out))
+    lib = ctypes.CDLL(str(build_cached("libprims.so", SHIM, ("m3vit_prims.h", "m3vit_types.h"), flags)))
     for name in ("p_isqrt", "p_recip", "p_exp2neg", "p_gelu", "p_rshr", "p_rshr33", "p_rshr13", "p_sat16"):
         getattr(lib, name).restype = ctypes.c_longlong
     lib.p_violations.restype = ctypes.c_int

@@ -48,7 +48,8 @@ from m3vit.codegen.layout import (
     write_layout_json,
 )
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
-from m3vit.codegen.perf import maxi_settings
+from m3vit.codegen.perf import ARCH, maxi_settings
+from m3vit.codegen.perf.arch import PROB_OPERAND_BITS, array_packed, lanes, op_rate_div
 from m3vit.codegen.render import template_env
 
 HLS_DIR = package_dir("m3vit.hls")
@@ -58,11 +59,13 @@ KERNEL_HEADERS = (
     "m3vit_ledger.h",
     "m3vit_dataflow.h",
     "m3vit_prims.h",
+    "m3vit_burst.h",
+    "m3vit_dsp_pack.h",
+    "m3vit_sob_interim.h",
     "m3vit_dma.h",
     "m3vit_mac.h",
     "m3vit_layernorm.h",
     "m3vit_linear.h",
-    "m3vit_embed.h",
     "m3vit_attention.h",
     "m3vit_moe.h",
     "m3vit_backbone.h",
@@ -297,6 +300,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "GELU_N": (len(gelu_table.values), "GELU breakpoints"),
         "EXP2_N": (len(numeric_consts.exp2), "exp2 table entries"),
     }
+    consts.update(_engine_consts(cfg))
     containers = {
         c: container_bits(getattr(fmt, c).bits)
         for c in ("input", "act", "norm", "qkv", "hidden", "logit", "weight", "ln_param")
@@ -371,6 +375,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "moe_prod_t": (act_bits + 18, "expert output · gate"),
         "moeacc_t": (64, "per-token MoE accumulator"),
         "tok_t": (clog2(tokens + 1) + 1, "token index"),
+        **_engine_types(cfg),
         "expert_t": (clog2(experts + 1) + 1, "expert index"),
     }
     wide = {
@@ -386,6 +391,79 @@ def derive(cfg: DesignConfig) -> Derived:
     }
     onchip = _onchip_bits(cfg, consts, types, has_moe, has_dense)
     return Derived(consts=consts, types=types, wide=wide, onchip_bits=onchip)
+
+
+def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
+    """Sizes of the matmul engine (hls/m3vit_linear.h): weight slots, tiles, job counts, packing per op."""
+    m, hw, fmt = cfg.model, cfg.hardware, cfg.numerics
+    mi, mo, tt, r = hw.mac_in, hw.mac_out, hw.token_tile, ARCH.weight_reuse
+    d, eh, f = m.dim, m.expert_hidden, m.mlp_hidden
+
+    def it(x: int) -> int:
+        return ceil_div(x, mi)
+
+    def ot(x: int) -> int:
+        return ceil_div(x, mo)
+
+    has_moe, has_dense = bool(m.moe_block_set), len(m.moe_block_set) < m.depth
+    groups = [ot(2 * d) * it(d), ot(d) * it(d)]
+    if has_moe:
+        groups += [ot(eh) * it(d) + ot(d) * it(eh), ot(m.num_experts) * it(d)]
+    if has_dense:
+        groups += [ot(eh) * it(d) + ot(d) * it(eh)]
+    slot_tiles = max(groups + [it(m.patch_dim), it(f) if has_dense else 0])
+    dense = {"patch": (m.patch_dim, d), "qkv": (d, 3 * d), "proj": (d, d)}
+    if has_dense:
+        dense |= {"fc1": (d, f), "fc2": (f, d)}
+    if has_moe:
+        dense |= {"router": (d, m.num_experts)}
+    otc = {k: slot_tiles // it(kk) for k, (kk, _n) in dense.items()}
+    jobs = {k: ceil_div(ot(n), otc[k]) for k, (_kk, n) in dense.items()}
+    y_cols = max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()] + ([ot(eh) * mo, ot(d) * mo] if has_moe else []))
+    a_cols = max([it(kk) * mi for kk, _n in dense.values()] + ([it(eh) * mi] if has_moe else []))
+    rows_per = max(1, mo // r)
+    tile_rows = mo // rows_per
+    slot_bias = max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()]
+                    + ([ot(eh) * mo + ot(d) * mo] if has_moe else []))
+    tile_words = mo * mi * container_bits(fmt.weight.bits) // hw.axi_data_bits
+    max_tiles_job = max([min(otc[k], ot(n)) * it(kk) for k, (kk, n) in dense.items()]
+                        + ([ot(eh) * it(d), ot(d) * it(eh)] if has_moe else []))
+    return {
+        "ARRAY_PACKED": (int(array_packed(cfg)), "the MAC array packs two MACs per DSP48E2"),
+        **{f"PK_{op.upper()}": (int(array_packed(cfg) and op_rate_div(cfg, key) == 1), f"{key} packs")
+           for op, key in (("patch", "patch_embed"), ("qkv", "qkv"), ("proj", "proj"), ("fc1", "mlp_fc1"),
+                           ("fc2", "mlp_fc2"), ("router", "router"), ("qk", "attn_qk"), ("pv", "attn_pv"))},
+        "LN_LANES": (lanes(cfg).ln, "LayerNorm elements per cycle"),
+        "WEIGHT_REUSE": (r, "vectors a stationary weight tile serves at least"),
+        "SLOT_TILES": (slot_tiles, "weight tiles per slot (the largest weight group)"),
+        "SLOT_ROW_TILE_ROWS": (rows_per, "tile rows per slot word"),
+        "SLOT_TILE_ROWS": (tile_rows, "slot words per tile = cycles to load a stationary tile"),
+        "SLOT_ROWS": (slot_tiles * tile_rows, "slot words"),
+        "SLOT_BIAS": (slot_bias, "biases per slot"),
+        "SLOT_WORDS": (slot_tiles * tile_words, "AXI words of a full slot"),
+        "SLOT_BIAS_WORDS": (ceil_div(slot_bias * fmt.bias_bits, hw.axi_data_bits), "AXI words of a slot's biases"),
+        "OT_EH": (ot(eh), "out-tiles of an expert's hidden layer"),
+        "TILE_COLS": (max(a_cols, y_cols), "columns of an activation / output tile"),
+        "A_COLS": (max(a_cols, y_cols), "columns of an activation tile"),
+        "Y_COLS": (max(a_cols, y_cols), "columns of an output tile"),
+        "MAX_JOBS": (max(list(jobs.values()) + ([m.num_experts] if has_moe else [])), "jobs per stage"),
+        "TOKEN_TILES": (ceil_div(m.num_tokens, tt), "token tiles of all tokens"),
+        "MAC_LOOP_MAX": (max_tiles_job * max(tt, tile_rows) * 2, "longest MAC_LOOP"),
+        "MAC_DEPTH": (ARCH.pipeline_depth, "MAC pipeline fill + drain"),
+    }
+
+
+def _engine_types(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
+    """Operand types of the shared MAC array."""
+    fmt, hw = cfg.numerics, cfg.hardware
+    w_bits = max(fmt.weight.bits, fmt.qkv.bits, PROB_OPERAND_BITS)
+    v_bits = max(fmt.input.bits, fmt.norm.bits, fmt.qkv.bits, fmt.hidden.bits, fmt.act.bits, fmt.logit.bits)
+    return {
+        "mac_w_t": (w_bits, "stationary operand of the MAC array"),
+        "mac_a_t": (v_bits, "streamed operand of the MAC array"),
+        "mac_y_t": (v_bits, "requantised MAC array output"),
+        "mac_ps_t": (w_bits + v_bits + clog2(hw.mac_in) + 1, "one exact MAC-array dot product"),
+    }
 
 
 def _onchip_bits(

@@ -10,56 +10,52 @@
 
 #include "m3vit_attention.h"
 #include "m3vit_config.h"
-#include "m3vit_embed.h"
-#include "m3vit_layernorm.h"
 #include "m3vit_linear.h"
 #include "m3vit_moe.h"
 
 namespace m3vit {
 
-// run_block(b, task, weights, scratch, wbuf, bbuf, sat): x ← block b(x) on the scratch region x.
-inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch,
-                      cfg::wgt_t wbuf[][cfg::MAC_OUT][cfg::MAC_IN], cfg::bias_t bbuf[], SatCounters& sat) {
+// run_block(b, task, weights, scratch, qs, sat): x ← block b(x) on the scratch region x.
+inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch, Queues& qs,
+                      SatCounters& sat) {
     using namespace cfg;
-    static Queues qs;
-    const BlockOffsets o = BLOCK_OFF[b];
     // ledger steps: the names of m3vit.codegen.perf's step list (block<b>.kv, .attn, .queues, .expert<e>, ...)
     M3VIT_LEDGER_STEP("kv", -1);
-    stage_layernorm(weights, o.norm1_g, o.norm1_b, scratch, SCR_X, SCR_NORM1, TOKENS, sat);
-    stage_linear<norm_t, NORM_CB, DIM, psum_norm_t, qkv_t, QKV_CB, QKV_BITS, 3 * DIM, SH_QKV, false, false>(
-        weights, o.qkv_w, o.qkv_b, scratch, SCR_NORM1, STR_NORM, SCR_QKV, STR_QKV3, 0, TOKENS, wbuf, bbuf,
-        sat.c[SAT_QKV]);
+    run_stage(ST_QKV, b, task, weights, scratch, scratch, qs, sat);
     M3VIT_LEDGER_STEP("attn", -1);
     stage_attention(scratch, sat);
-    stage_linear<qkv_t, QKV_CB, DIM, psum_qkv_t, act_t, ACT_CB, ACT_BITS, DIM, SH_PROJ, false, true>(
-        weights, o.proj_w, o.proj_b, scratch, SCR_ATTN, STR_QKVD, SCR_ATTN_RES, STR_ACT, SCR_X, TOKENS, wbuf, bbuf,
-        sat.c[SAT_ACT]);
-    stage_layernorm(weights, o.norm2_g, o.norm2_b, scratch, SCR_ATTN_RES, SCR_NORM2, TOKENS, sat);
-    if (o.moe) {
-        stage_router(weights, o.router + uint64_t(task) * ROUTER_TASK_STRIDE, scratch, wbuf, bbuf, qs, sat);
-        stage_experts(b, weights, o.experts, scratch, qs, sat);
-        M3VIT_LEDGER_STEP("finalize", -1);
-        stage_moe_finish(scratch, sat);
+    run_stage(ST_PROJ, b, task, weights, scratch, scratch, qs, sat);
+    if (BLOCK_OFF[b].moe) {
+        run_stage(ST_ROUTER, b, task, weights, scratch, scratch, qs, sat);
+        route_layer(scratch, qs);
+        M3VIT_LEDGER_STEP("experts", -1);
+        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, qs, sat);
     } else {
         M3VIT_LEDGER_STEP("mlp", -1);
-        stage_linear<norm_t, NORM_CB, DIM, psum_norm_t, hid_t, HID_CB, HID_BITS, MLP_HIDDEN, SH_FC1, true, false>(
-            weights, o.fc1_w, o.fc1_b, scratch, SCR_NORM2, STR_NORM, SCR_HIDDEN, STR_HID, 0, TOKENS, wbuf, bbuf,
-            sat.c[SAT_HIDDEN]);
-        stage_linear<hid_t, HID_CB, MLP_HIDDEN, psum_hid_t, act_t, ACT_CB, ACT_BITS, DIM, SH_FC2, false, false>(
-            weights, o.fc2_w, o.fc2_b, scratch, SCR_HIDDEN, STR_HID, SCR_MLP, STR_ACT, 0, TOKENS, wbuf, bbuf,
-            sat.c[SAT_ACT]);
-        M3VIT_LEDGER_STEP("finalize", -1);
+        run_stage(ST_FC1, b, task, weights, scratch, scratch, qs, sat);
+        run_stage(ST_FC2, b, task, weights, scratch, scratch, qs, sat);
     }
-    stage_residual(scratch, SCR_ATTN_RES, SCR_MLP, SCR_X, TOKENS, sat.c[SAT_ACT]);
+}
+
+// stage_copy(src, dst, words): a word-for-word burst copy (input tokens → x, x → output). II = 1.
+inline void stage_copy(const cfg::word_t* src, cfg::word_t* dst, uint64_t words) {
+    M3VIT_LEDGER_PROCESS("stage_copy");
+COPY:
+    for (uint64_t i = 0; i < words; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 65536
+        M3VIT_LEDGER_PIPELINE(COPY, i == 0, 1, 3);
+        dst[i] = src[i];
+    }
 }
 
 // sat_store(scratch, layer, sat, add): scratch sat[layer][:] (+)= sat.
 inline void sat_store(cfg::word_t* scratch, int layer, const SatCounters& sat, bool add) {
     using namespace cfg;
     sint<33>::t row[SAT_NUM];
-    dma_read<32>(scratch + SCR_SAT + uint64_t(layer) * STR_SAT, 0, SAT_NUM, row);
+    burst_read_elems<32>(scratch + SCR_SAT + uint64_t(layer) * STR_SAT, 0, SAT_NUM, row);
     for (int c = 0; c < SAT_NUM; c++) row[c] = add ? sint<33>::t(row[c] + sat.c[c]) : sint<33>::t(0);
-    dma_write<32>(scratch + SCR_SAT + uint64_t(layer) * STR_SAT, 0, SAT_NUM, row);
+    burst_write_elems<32>(scratch + SCR_SAT + uint64_t(layer) * STR_SAT, SAT_NUM, row);
 }
 
 // backbone(...): the whole accelerator; see the file comment for the layer range. Invalid arguments
@@ -69,10 +65,8 @@ inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, u
                      const cfg::word_t* weights, cfg::word_t* scratch, const cfg::word_t* input,
                      cfg::word_t* output) {
     using namespace cfg;
-    static wgt_t wbuf[WBUF_TILES][MAC_OUT][MAC_IN];
-    static bias_t bbuf[WBUF_OUT];
-#pragma HLS ARRAY_PARTITION variable = wbuf dim = 2 complete
-#pragma HLS ARRAY_RESHAPE variable = wbuf dim = 3 complete
+#pragma HLS ALLOCATION function instances = mac_array limit = 1
+    static Queues qs;
     if (task >= unsigned(TASKS) || first_layer > last_layer || first_layer > unsigned(DEPTH)) return;
     const unsigned last = last_layer > unsigned(DEPTH) ? unsigned(DEPTH) : last_layer;
     SatCounters sat;
@@ -95,9 +89,9 @@ IMAGES:
             if (layer == first_layer && layer > 0) stage_copy(in, scratch + SCR_X, TOKEN_WORDS);
             M3VIT_LEDGER_LAYER(layer);
             if (layer == 0) {
-                stage_embed(weights, in, scratch, wbuf, bbuf, sat);
+                run_stage(ST_EMBED, 0, task, weights, scratch, in, qs, sat);
             } else {
-                run_block(int(layer) - 1, task, weights, scratch, wbuf, bbuf, sat);
+                run_block(int(layer) - 1, task, weights, scratch, qs, sat);
             }
             M3VIT_LEDGER_LAYER(-1);
             sat_store(scratch, int(layer), sat, true);

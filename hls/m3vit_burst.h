@@ -24,8 +24,9 @@
 #ifndef M3VIT_BURST_H
 #define M3VIT_BURST_H
 
-#include <hls_stream.h>
+#include "m3vit_dataflow.h"
 
+#include "m3vit_ledger.h"
 #include "m3vit_prims.h"
 #include "m3vit_types.h"
 
@@ -112,6 +113,50 @@ LANES_PACK:
             lane_set<CB>(w, k, k < valid ? in_lanes.v[k] : T(0));
         }
         out.write(w);
+    }
+}
+
+// burst_read_elems<CB>(base, e0, n, dst): dst[k] = element e0 + k (sign-extended) of the lane array at
+// base; any alignment. One unconditional unit-stride word read per cycle, all L lanes unpacked in
+// parallel; ceil((e0 mod L + n) / L) words.
+template <int CB, class W, class T>
+inline void burst_read_elems(const W* base, uint64_t e0, int n, T* dst) {
+    const int L = AxiLanes<W, CB>::value;
+    const uint64_t w0 = e0 / L;
+    const int skip = int(e0 % L);
+    const int n_words = (skip + n + L - 1) / L;
+BURST_READ_ELEMS:
+    for (int i = 0; i < n_words; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 512
+        M3VIT_LEDGER_PIPELINE(BURST_READ_ELEMS, i == 0, 1, 4);
+        const W w = base[w0 + i];
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int k = i * L + l - skip;
+            if (k >= 0 && k < n) dst[k] = T(lane_get<CB>(w, l));
+        }
+    }
+}
+
+// burst_write_elems<CB>(base, n, src): n elements from word base on, whole words (padding lanes 0).
+template <int CB, class W, class T>
+inline void burst_write_elems(W* base, int n, const T* src) {
+    const int L = AxiLanes<W, CB>::value;
+    const int n_words = (n + L - 1) / L;
+BURST_WRITE_ELEMS:
+    for (int i = 0; i < n_words; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 512
+        M3VIT_LEDGER_PIPELINE(BURST_WRITE_ELEMS, i == 0, 1, 4);
+        W w;
+        word_clear(w);
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int k = i * L + l;
+            lane_set<CB>(w, l, k < n ? to_i64(src[k]) : int64_t(0));
+        }
+        base[i] = w;
     }
 }
 

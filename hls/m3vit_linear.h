@@ -1,101 +1,669 @@
-// m3vit_linear.h — matmul stages over the whole token range (docs/numerics.md §5, §8, §12), plus the
-// residual add and the word copy used at the ends of a run.
+// m3vit_linear.h — the matmul engine: every weight matmul of the network (patch embedding, QKV, proj,
+// dense MLP, router, experts) runs as a DATAFLOW region of four processes over a list of jobs
+// (docs/hls.md, docs/performance.md §1):
+//
+//   scheduler ─► loader  ── weight slots (stream_of_blocks, 2 = ping-pong) ──► mac ─► y tiles ─► writer
+//             └► reader  ── activation tiles (stream_of_blocks, 2) ──────────────┘
+//
+// A job is one weight group that fits a slot: an output-column chunk of a dense matrix (whole K), or
+// one used expert (fc1 + fc2). The loader fetches job j+1's weights (one burst) while the array
+// computes job j; an expert with an empty queue is never a job. The reader streams token tiles (LayerNorm
+// on the fly, gathers for experts), the writer requantises' epilogues (GELU, residual, MoE gate) and
+// writes whole AXI words.
 #ifndef M3VIT_LINEAR_H
 #define M3VIT_LINEAR_H
 
+#include "m3vit_burst.h"
 #include "m3vit_config.h"
-#include "m3vit_dma.h"
+#include "m3vit_dataflow.h"
+#include "m3vit_layernorm.h"
 #include "m3vit_mac.h"
 #include "m3vit_prims.h"
+#include "m3vit_sob_interim.h"
+
+#ifndef __SYNTHESIS__
+// C simulation only: how often each expert's weights were fetched (checked by the tests: once per
+// layer for a used expert, never for an empty one) and the order of fetches and computes (event
+// = block << 16 | compute << 15 | buffer << 14 | expert). Defined in the top .cpp.
+#include <functional>
+#include <mutex>
+extern uint32_t m3vit_debug_expert_loads[m3vit::cfg::DEPTH][m3vit::cfg::EXPERTS];
+extern uint32_t m3vit_debug_events[1 << 16];
+extern uint32_t m3vit_debug_n_events;
+inline std::mutex& m3vit_debug_mutex() {
+    static std::mutex mu;
+    return mu;
+}
+inline void m3vit_note_event(int b, int compute, int buf, int e) {
+    std::lock_guard<std::mutex> lock(m3vit_debug_mutex());
+    if (m3vit_debug_n_events < (1u << 16))
+        m3vit_debug_events[m3vit_debug_n_events++] =
+            uint32_t(b) << 16 | uint32_t(compute) << 15 | uint32_t(buf) << 14 | uint32_t(e);
+    if (!compute) m3vit_debug_expert_loads[b][e]++;
+}
+#define M3VIT_NOTE_EXPERT_LOAD(b, e, buf) m3vit_note_event(b, 0, buf, e)
+#define M3VIT_NOTE_EXPERT_COMPUTE(b, e, buf) m3vit_note_event(b, 1, buf, e)
+#else
+#define M3VIT_NOTE_EXPERT_LOAD(b, e, buf)
+#define M3VIT_NOTE_EXPERT_COMPUTE(b, e, buf)
+#endif
 
 namespace m3vit {
 
-// stage_linear<...>(weights, w_off, b_off, scratch, src, src_stride, dst, dst_stride, res, rows, wbuf, bbuf, nsat)
-//   dst[r] = EPI(REQ_OB(src[r] · Wᵀ + b, SHIFT)) for r < rows, processed TOKEN_TILE rows at a time.
-//   A/ACB/K: input type, DDR container bits, length; O/OCB/OB/N: output type, container, format bits, count.
-//   EPI_GELU applies GELU (hidden format); EPI_RES adds the act rows at `res` and saturates (residual add).
-//   The weight matrix is loaded once (one burst) into wbuf; every clamp counts in nsat.
-// Latency ≈ weight words + rows · (K/AXI lanes + ceil(N/MAC_OUT) · ceil(K/MAC_IN) + N/AXI lanes).
-template <class A, int ACB, int K, class PS, class O, int OCB, int OB, int N, int SHIFT, bool EPI_GELU, bool EPI_RES>
-void stage_linear(const cfg::word_t* weights, uint64_t w_off, uint64_t b_off, cfg::word_t* scratch, uint64_t src,
-                  int src_stride, uint64_t dst, int dst_stride, uint64_t res, int rows,
-                  cfg::wgt_t wbuf[][cfg::MAC_OUT][cfg::MAC_IN], cfg::bias_t bbuf[], uint32_t& nsat) {
+// ------------------------------------------------------------------------------------------ stages
+enum Stage { ST_EMBED = 0, ST_QKV, ST_PROJ, ST_FC1, ST_FC2, ST_ROUTER, ST_EXPERTS };
+
+// The geometry and numerics of one stage's matmul (one fact per stage, read by every process).
+struct StageInfo {
+    int k;        // reduction length
+    int n;        // outputs
+    int shift;    // requantisation shift
+    int obits;    // output format bits
+    bool packed;  // both operands ≤ 8 bits: two MACs per DSP
+    bool gelu;    // GELU on the outputs (hidden layers)
+};
+
+inline StageInfo stage_info(int stage) {
     using namespace cfg;
-    M3VIT_LEDGER_PROCESS("stage_linear");
-    const int IT = (K + MAC_IN - 1) / MAC_IN;
-    const int OT = (N + MAC_OUT - 1) / MAC_OUT;
-    const int KP = IT * MAC_IN;
-    const int NP = OT * MAC_OUT;
-    static A a[TOKEN_TILE][KP];
-    static O y[TOKEN_TILE][NP];
-    static act_t r[DIM];
-#pragma HLS ARRAY_RESHAPE variable = a dim = 2 cyclic factor = MAC_IN
-    load_tiles<W_CB>(weights + w_off, OT * IT, wbuf);
-    dma_read<BIAS_CB>(weights + b_off, 0, N, bbuf);
-LIN_TILES:
-    for (int r0 = 0; r0 < rows; r0 += TOKEN_TILE) {
-        M3VIT_LEDGER_LOOP(LIN_TILES, r0 == 0, 2);
-        const int nt = (rows - r0 < TOKEN_TILE) ? rows - r0 : TOKEN_TILE;
-    LIN_LOAD:
-        for (int t = 0; t < nt; t++) {
-            M3VIT_LEDGER_LOOP(LIN_LOAD, t == 0, 2);
-            dma_read_row<ACB>(scratch + src + uint64_t(r0 + t) * src_stride, 0, K, a, t);
+    StageInfo s;
+    s.gelu = false;
+    switch (stage) {
+        case ST_EMBED: s.k = PATCH_DIM; s.n = DIM; s.shift = SH_PATCH; s.obits = ACT_BITS; s.packed = PK_PATCH; break;
+        case ST_QKV: s.k = DIM; s.n = 3 * DIM; s.shift = SH_QKV; s.obits = QKV_BITS; s.packed = PK_QKV; break;
+        case ST_PROJ: s.k = DIM; s.n = DIM; s.shift = SH_PROJ; s.obits = ACT_BITS; s.packed = PK_PROJ; break;
+        case ST_FC1:
+            s.k = DIM; s.n = MLP_HIDDEN; s.shift = SH_FC1; s.obits = HID_BITS; s.packed = PK_FC1; s.gelu = true;
+            break;
+        case ST_FC2: s.k = MLP_HIDDEN; s.n = DIM; s.shift = SH_FC2; s.obits = ACT_BITS; s.packed = PK_FC2; break;
+        case ST_ROUTER:
+            s.k = DIM; s.n = EXPERTS; s.shift = SH_ROUTER; s.obits = LOGIT_BITS; s.packed = PK_ROUTER; break;
+        default:  // experts: fc1 (the second layer's numbers are EXPERT_* constants)
+            s.k = DIM; s.n = EXPERT_HIDDEN; s.shift = SH_FC1; s.obits = HID_BITS; s.packed = PK_FC1; s.gelu = true;
+            break;
+    }
+    return s;
+}
+
+// Rows (tokens) a stage runs over: the patches for the embedding, every token otherwise.
+inline int stage_rows(int stage) { return stage == ST_EMBED ? cfg::PATCHES : cfg::TOKENS; }
+
+// A dense stage's jobs: output-tile chunks of at most SLOT_TILES / in-tiles out-tiles each.
+inline int dense_it(int stage) { return (stage_info(stage).k + cfg::MAC_IN - 1) / cfg::MAC_IN; }
+inline int dense_ot(int stage) { return (stage_info(stage).n + cfg::MAC_OUT - 1) / cfg::MAC_OUT; }
+inline int dense_otc(int stage) { return cfg::SLOT_TILES / dense_it(stage); }
+inline int dense_jobs(int stage) { return (dense_ot(stage) + dense_otc(stage) - 1) / dense_otc(stage); }
+
+// One job as every process sees it: the output tiles [ot0, ot0 + ot_n) of the stage's matrix, or
+// expert `expert` with its queue entries [q0, q0 + n).
+struct Job {
+    int ot0, ot_n;
+    int expert;  // -1 for dense jobs
+    int q0, n;   // expert queue range (dense: 0, rows)
+};
+
+// ------------------------------------------------------------------------------------------ blocks
+typedef cfg::wgt_t slot_w_t[cfg::SLOT_ROWS][cfg::SLOT_ROW_TILE_ROWS][cfg::MAC_IN];
+typedef cfg::bias_t slot_b_t[cfg::SLOT_BIAS];
+typedef cfg::mac_a_t a_tile_t[cfg::TOKEN_TILE][cfg::A_COLS];
+typedef cfg::mac_y_t y_tile_t[cfg::TOKEN_TILE][cfg::Y_COLS];
+
+// Routing state of one MoE layer (on chip): queues built by route_layer, read by the scheduler.
+struct Queues {
+    cfg::tok_t tok[cfg::TOKENS * cfg::TOP_K];    // queue entries, expert after expert
+    cfg::prob_t gate[cfg::TOKENS * cfg::TOP_K];  // their combine weights (Q.15)
+    int start[cfg::EXPERTS + 1];                 // expert e's queue is [start[e], start[e+1])
+    int used[cfg::EXPERTS];                      // experts with a non-empty queue, ascending
+    int n_used;
+};
+
+// ------------------------------------------------------------------------------------------ scheduler
+// job_list(stage, qs, jobs, n_jobs): the jobs of a stage in order.
+inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
+    using namespace cfg;
+    int n = 0;
+    if (stage == ST_EXPERTS) {
+    JOBS_EXPERTS:
+        for (int u = 0; u < qs.n_used; u++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = EXPERTS
+            M3VIT_LEDGER_LOOP(JOBS_EXPERTS, u == 0, 2);
+            const int e = qs.used[u];
+            jobs[n].ot0 = 0;
+            jobs[n].ot_n = 0;
+            jobs[n].expert = e;
+            jobs[n].q0 = qs.start[e];
+            jobs[n].n = qs.start[e + 1] - qs.start[e];
+            n++;
         }
-        mac_engine<MAC_OUT, MAC_IN, TOKEN_TILE, KP, NP, SHIFT, OB, PS, acc_t>(a, nt, wbuf, bbuf, IT, N, y, nsat);
-    LIN_STORE:
-        for (int t = 0; t < nt; t++) {
-            M3VIT_LEDGER_LOOP(LIN_STORE, t == 0, 2);
-            if (EPI_GELU) {
-            LIN_GELU:
-                for (int o = 0; o < N; o++) {
+        return n;
+    }
+    const int ot = dense_ot(stage), otc = dense_otc(stage);
+JOBS_DENSE:
+    for (int o = 0; o < ot; o += otc) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
+        M3VIT_LEDGER_LOOP(JOBS_DENSE, o == 0, 2);
+        jobs[n].ot0 = o;
+        jobs[n].ot_n = (ot - o < otc) ? ot - o : otc;
+        jobs[n].expert = -1;
+        jobs[n].q0 = 0;
+        jobs[n].n = stage_rows(stage);
+        n++;
+    }
+    return n;
+}
+
+// ------------------------------------------------------------------------------------------ loader
+// The weight group of a job: (word offset, tiles) of up to two tile runs and the bias runs.
+struct WeightRun {
+    uint64_t w_off;  // words
+    int tiles;
+    uint64_t b_off;  // words
+    int biases;      // elements (a whole number of bias words, padded in DDR)
+    int slot_tile;   // first slot tile
+    int slot_bias;   // first slot bias
+};
+
+// load_run(weights, r, w, b): tiles into the slot rows (one AXI word per cycle, one burst), then biases.
+inline void load_run(const cfg::word_t* weights, const WeightRun& r, slot_w_t& w, slot_b_t& b) {
+    using namespace cfg;
+    const int LW = AXI_BITS / W_CB;                  // weights per word
+    const int WPR = MAC_IN / LW;                     // words per tile row
+    const int n_words = r.tiles * MAC_OUT * WPR;
+    const word_t* src = weights + r.w_off;
+    wgt_t row[SLOT_ROW_TILE_ROWS][MAC_IN];
+#pragma HLS ARRAY_PARTITION variable = row complete dim = 0
+    int k = 0, rr = 0, slot_row = r.slot_tile * SLOT_TILE_ROWS;
+LOAD_W:
+    for (int i = 0; i < n_words; i++) {
 #pragma HLS PIPELINE II = 1
-                    M3VIT_LEDGER_PIPELINE(LIN_GELU, o == 0, 1, 5);
-                    y[t][o] = O(gelu<GELU_LO, GELU_HI, GELU_SIGMA, gelu_t>(hid_t(y[t][o]), GELU_TABLE));
-                }
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = SLOT_WORDS
+        M3VIT_LEDGER_PIPELINE(LOAD_W, i == 0, 1, 8);
+        const word_t word = src[i];
+        for (int l = 0; l < LW; l++) {
+#pragma HLS UNROLL
+            row[rr][k * LW + l] = wgt_t(lane_get<W_CB>(word, l));
+        }
+        if (++k == WPR) {
+            k = 0;
+            if (++rr == SLOT_ROW_TILE_ROWS) {
+                rr = 0;
+                for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++)
+                    for (int m = 0; m < MAC_IN; m++) w[slot_row][j][m] = row[j][m];
+                slot_row++;
             }
-            if (EPI_RES) {
-                dma_read<ACT_CB>(scratch + res + uint64_t(r0 + t) * STR_ACT, 0, DIM, r);
-            LIN_RES:
-                for (int o = 0; o < N; o++) {
+        }
+    }
+    const int LB = AXI_BITS / BIAS_CB;
+    const int nb_words = (r.biases + LB - 1) / LB;
+    const word_t* bsrc = weights + r.b_off;
+LOAD_B:
+    for (int i = 0; i < nb_words; i++) {
 #pragma HLS PIPELINE II = 1
-                    M3VIT_LEDGER_PIPELINE(LIN_RES, o == 0, 1, 3);
-                    y[t][o] = O(sat_bits<ACT_BITS>(res_t(res_t(r[o]) + res_t(y[t][o])), nsat));
-                }
-            }
-            dma_write_row<OCB>(scratch + dst + uint64_t(r0 + t) * dst_stride, 0, N, y, t);
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = SLOT_BIAS_WORDS
+        M3VIT_LEDGER_PIPELINE(LOAD_B, i == 0, 1, 8);
+        const word_t word = bsrc[i];
+        for (int l = 0; l < LB; l++) {
+#pragma HLS UNROLL
+            const int e = i * LB + l;
+            if (e < r.biases) b[r.slot_bias + e] = bias_t(lane_get<BIAS_CB>(word, l));
         }
     }
 }
 
-// stage_residual(scratch, a, b, dst, rows, nsat): dst = SAT_act(a + b) row by row (three act regions).
-inline void stage_residual(cfg::word_t* scratch, uint64_t a, uint64_t b, uint64_t dst, int rows, uint32_t& nsat) {
+// The weight offsets of a stage (block b, task): matrix and bias word offsets.
+struct StageWeights {
+    uint64_t w, b;
+};
+
+inline StageWeights stage_weights(int stage, int b, unsigned task) {
     using namespace cfg;
-    M3VIT_LEDGER_PROCESS("stage_residual");
-    static act_t x[DIM], y[DIM];
-RES_ROWS:
-    for (int r = 0; r < rows; r++) {
-        M3VIT_LEDGER_LOOP(RES_ROWS, r == 0, 2);
-        dma_read<ACT_CB>(scratch + a + uint64_t(r) * STR_ACT, 0, DIM, x);
-        dma_read<ACT_CB>(scratch + b + uint64_t(r) * STR_ACT, 0, DIM, y);
-    RES_ADD:
-        for (int i = 0; i < DIM; i++) {
-#pragma HLS PIPELINE II = 1
-            M3VIT_LEDGER_PIPELINE(RES_ADD, i == 0, 1, 3);
-            x[i] = act_t(sat_bits<ACT_BITS>(res_t(res_t(x[i]) + res_t(y[i])), nsat));
+    StageWeights s;
+    if (stage == ST_EMBED) {
+        s.w = PATCH_W;
+        s.b = PATCH_B;
+        return s;
+    }
+    const BlockOffsets o = BLOCK_OFF[b];
+    switch (stage) {
+        case ST_QKV: s.w = o.qkv_w; s.b = o.qkv_b; break;
+        case ST_PROJ: s.w = o.proj_w; s.b = o.proj_b; break;
+        case ST_FC1: s.w = o.fc1_w; s.b = o.fc1_b; break;
+        case ST_FC2: s.w = o.fc2_w; s.b = o.fc2_b; break;
+        case ST_ROUTER:
+            s.w = o.router + uint64_t(task) * ROUTER_TASK_STRIDE;
+            s.b = s.w + ROUTER_B_REL;
+            break;
+        default: s.w = o.experts; s.b = 0; break;
+    }
+    return s;
+}
+
+// loader(...): one slot per job, in job order; each used expert's weights are fetched exactly once.
+inline void loader(int stage, int b, unsigned task, const cfg::word_t* weights, const Job jobs[], int n_jobs,
+                   hls::stream_of_blocks<slot_w_t, 2>& sw, hls::stream_of_blocks<slot_b_t, 2>& sb) {
+    using namespace cfg;
+    M3VIT_LEDGER_PROCESS("loader");
+    const StageWeights sw0 = stage_weights(stage, b, task);
+    const int LW = AXI_BITS / W_CB, LB = AXI_BITS / BIAS_CB;
+    const int tile_words = MAC_OUT * MAC_IN / LW;
+LOADER_JOBS:
+    for (int j = 0; j < n_jobs; j++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
+        M3VIT_LEDGER_LOOP(LOADER_JOBS, j == 0, 4);
+        const Job job = jobs[j];
+        hls::write_lock<slot_w_t> w(sw);
+        hls::write_lock<slot_b_t> bb(sb);
+        WeightRun r;
+        if (stage == ST_EXPERTS) {
+            const uint64_t base = sw0.w + uint64_t(job.expert) * EXPERT_STRIDE;
+            M3VIT_NOTE_EXPERT_LOAD(b, job.expert, j & 1);
+            r.w_off = base;
+            r.tiles = EW1_TILES;
+            r.b_off = base + EXPERT_B1_REL;
+            r.biases = EXPERT_HIDDEN;
+            r.slot_tile = 0;
+            r.slot_bias = 0;
+            load_run(weights, r, w, bb);
+            r.w_off = base + EXPERT_W2_REL;
+            r.tiles = EW2_TILES;
+            r.b_off = base + EXPERT_B2_REL;
+            r.biases = DIM;
+            r.slot_tile = EW1_TILES;
+            r.slot_bias = EH_PO;
+            load_run(weights, r, w, bb);
+        } else {
+            const int it = dense_it(stage);
+            const int n = stage_info(stage).n;
+            r.w_off = sw0.w + uint64_t(job.ot0) * it * tile_words;
+            r.tiles = job.ot_n * it;
+            r.b_off = sw0.b + uint64_t(job.ot0) * MAC_OUT / LB;
+            r.biases = (n - job.ot0 * MAC_OUT < job.ot_n * MAC_OUT) ? n - job.ot0 * MAC_OUT : job.ot_n * MAC_OUT;
+            r.slot_tile = 0;
+            r.slot_bias = 0;
+            load_run(weights, r, w, bb);
         }
-        dma_write<ACT_CB>(scratch + dst + uint64_t(r) * STR_ACT, 0, DIM, x);
     }
 }
 
-// stage_copy(src, dst, words): a word-for-word burst copy (input tokens → x, x → output). II = 1.
-inline void stage_copy(const cfg::word_t* src, cfg::word_t* dst, uint64_t words) {
-    M3VIT_LEDGER_PROCESS("stage_copy");
-COPY:
-    for (uint64_t i = 0; i < words; i++) {
+// ------------------------------------------------------------------------------------------ reader
+// read_row<CB>(src, n, a, t): n elements of a CB-bit lane row into row t of the activation tile;
+// one whole AXI word per cycle.
+template <int CB>
+inline void read_row(const cfg::word_t* src, int n, cfg::mac_a_t a[cfg::TOKEN_TILE][cfg::A_COLS], int t) {
+    using namespace cfg;
+    const int L = AXI_BITS / CB;
+    const int words = (n + L - 1) / L;
+READ_ROW:
+    for (int i = 0; i < words; i++) {
 #pragma HLS PIPELINE II = 1
-        M3VIT_LEDGER_PIPELINE(COPY, i == 0, 1, 3);
-        dst[i] = src[i];
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = A_COLS
+        M3VIT_LEDGER_PIPELINE(READ_ROW, i == 0, 1, 4);
+        const word_t w = src[i];
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int c = i * L + l;
+            if (c < n) a[t][c] = mac_a_t(lane_get<CB>(w, l));
+        }
     }
+}
+
+// The source region of a stage's activations (LayerNorm input for QKV / FC1 / router).
+inline uint64_t stage_src(int stage) {
+    using namespace cfg;
+    switch (stage) {
+        case ST_QKV: return SCR_X;
+        case ST_PROJ: return SCR_ATTN;
+        case ST_FC2: return SCR_HIDDEN;
+        default: return SCR_ATTN_RES;  // FC1, router: LN2 of attn_res
+    }
+}
+
+// reader(...): every job's token tiles. Dense jobs: LayerNorm rows (QKV: norm1 of x; FC1 / router:
+// norm2 of attn_res; the first job also writes the norm tap), or plain rows (proj: attention context,
+// FC2: hidden), or image patches (embedding). Experts: the queue's rows of norm2, gathered.
+inline void reader(int stage, const cfg::word_t* image, cfg::word_t* scratch, const Queues& qs,
+                   const cfg::lnp_t g[cfg::DIM], const cfg::lnp_t be[cfg::DIM], const Job jobs[], int n_jobs,
+                   hls::stream_of_blocks<a_tile_t, 2>& as, SatCounters& sat) {
+    using namespace cfg;
+    M3VIT_LEDGER_PROCESS("reader");
+    typedef sint<IN_CB>::t pix_t;
+    act_t x[DIM];
+    norm_t y[DIM];
+    pix_t seg[PATCH];
+READER_JOBS:
+    for (int j = 0; j < n_jobs; j++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
+        M3VIT_LEDGER_LOOP(READER_JOBS, j == 0, 4);
+        const Job job = jobs[j];
+    READER_TILES:
+        for (int r0 = 0; r0 < job.n; r0 += TOKEN_TILE) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
+            M3VIT_LEDGER_LOOP(READER_TILES, r0 == 0, 4);
+            const int nt = (job.n - r0 < TOKEN_TILE) ? job.n - r0 : TOKEN_TILE;
+            hls::write_lock<a_tile_t> a(as);
+        READER_ROWS:
+            for (int t = 0; t < nt; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
+                M3VIT_LEDGER_LOOP(READER_ROWS, t == 0, 4);
+                const int r = r0 + t;
+                uint32_t again = 0;  // later jobs re-read the same pixels: count their clamps once
+                if (stage == ST_EMBED) {
+                    const int py = r / GRID_W, px = r % GRID_W;
+                    for (int c = 0; c < CHANNELS; c++) {
+                    READ_PATCH_ROWS:
+                        for (int ky = 0; ky < PATCH; ky++) {
+                            M3VIT_LEDGER_LOOP(READ_PATCH_ROWS, ky == 0, 2);
+                            const uint64_t row = uint64_t(c) * IMG_H + uint64_t(py) * PATCH + ky;
+                            burst_read_elems<IN_CB>(image, row * IMG_W + uint64_t(px) * PATCH, PATCH, seg);
+                        READ_PIXELS:
+                            for (int kx = 0; kx < PATCH; kx++) {
+#pragma HLS PIPELINE II = 1
+                                M3VIT_LEDGER_PIPELINE(READ_PIXELS, kx == 0, 1, 3);
+                                a[t][(c * PATCH + ky) * PATCH + kx] =
+                                    mac_a_t(sat_bits<IN_BITS>(seg[kx], j == 0 ? sat.c[SAT_INPUT] : again));
+                            }
+                        }
+                    }
+                } else if (stage == ST_PROJ) {
+                    read_row<QKV_CB>(scratch + SCR_ATTN + uint64_t(r) * STR_QKVD, DIM, a, t);
+                } else if (stage == ST_FC2) {
+                    read_row<HID_CB>(scratch + SCR_HIDDEN + uint64_t(r) * STR_HID, MLP_HIDDEN, a, t);
+                } else if (stage == ST_EXPERTS) {
+                    const int tok = int(to_i64(qs.tok[job.q0 + r]));
+                    read_row<NORM_CB>(scratch + SCR_NORM2 + uint64_t(tok) * STR_NORM, DIM, a, t);
+                } else {
+                    const uint64_t src = stage == ST_QKV ? SCR_X : SCR_ATTN_RES;
+                    const uint64_t dst = stage == ST_QKV ? SCR_NORM1 : SCR_NORM2;
+                    burst_read_elems<ACT_CB>(scratch + src + uint64_t(r) * STR_ACT, 0, DIM, x);
+                    layernorm_row(x, g, be, y, j == 0 ? sat.c[SAT_NORM] : again);
+                    // the norm tap: written once (first job), read back by the experts' gather
+                    if (j == 0) burst_write_elems<NORM_CB>(scratch + dst + uint64_t(r) * STR_NORM, DIM, y);
+                LN_TO_TILE:
+                    for (int c = 0; c < DIM; c++) {
+#pragma HLS PIPELINE II = 1
+                        M3VIT_LEDGER_PIPELINE(LN_TO_TILE, c == 0, 1, 2);
+                        a[t][c] = mac_a_t(y[c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ mac
+// mac_tile(w, bias, a, nt, tile0, ot_n, it_n, packed, shift, obits, gelu, y, nsat): one token tile
+// through the slot's weight tiles [tile0, tile0 + ot_n·it_n) (tile = ot·it_n + it), weight-stationary:
+// a tile stays in the array for max(nt, SLOT_TILE_ROWS) vectors (its successor streams into shadow
+// registers from the slot meanwhile, SLOT_ROW_TILE_ROWS rows per cycle), the (ot, it, t) nest flattened
+// into one II = 1 pipeline, exact partial sums on chip, requantisation (+ GELU) at the last in-tile.
+inline void mac_tile(const slot_w_t& w, const slot_b_t& bias, int bias0, const a_tile_t& a, int nt, int tile0,
+                     int ot_n, int it_n, bool packed, int shift, int obits, bool use_gelu, y_tile_t& y, uint32_t& nsat) {
+    using namespace cfg;
+    mac_w_t wcur[MAC_OUT][MAC_IN], wnext[MAC_OUT][MAC_IN];
+#pragma HLS ARRAY_PARTITION variable = wcur complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = wnext complete dim = 0
+    acc_t acc[TOKEN_TILE][MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 2
+    const int rate = (ARRAY_PACKED && !packed) ? 2 : 1;
+    const int tl = nt > SLOT_TILE_ROWS ? nt : SLOT_TILE_ROWS;  // vectors per stationary tile
+    const int n_tiles = ot_n * it_n;
+MAC_PRELOAD:
+    for (int c = 0; c < SLOT_TILE_ROWS; c++) {
+#pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(MAC_PRELOAD, c == 0, 1, 2);
+        for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++)
+            for (int m = 0; m < MAC_IN; m++) wcur[c * SLOT_ROW_TILE_ROWS + j][m] = w[tile0 * SLOT_TILE_ROWS + c][j][m];
+    }
+    int tile = 0, ot = 0, it = 0, t = 0, ph = 0;
+    const int total = n_tiles * tl * rate;
+MAC_LOOP:
+    for (int i = 0; i < total; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_LOOP_MAX
+#pragma HLS DEPENDENCE variable = acc inter false
+        M3VIT_LEDGER_PIPELINE(MAC_LOOP, i == 0, 1, MAC_DEPTH);
+        const int cyc = t * rate + ph;
+        if (cyc < SLOT_TILE_ROWS && tile + 1 < n_tiles) {
+            for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++)
+                for (int m = 0; m < MAC_IN; m++)
+                    wnext[cyc * SLOT_ROW_TILE_ROWS + j][m] = w[(tile0 + tile + 1) * SLOT_TILE_ROWS + cyc][j][m];
+        }
+        if (t < nt) {
+            mac_a_t av[MAC_IN];
+            for (int m = 0; m < MAC_IN; m++) av[m] = a[t][it * MAC_IN + m];
+            mac_ps_t ps[MAC_OUT];
+            mac_array(wcur, av, packed, rate == 1 ? -1 : ph, ps);
+            for (int mo = 0; mo < MAC_OUT; mo++) {
+                if (rate == 1 || (mo & 1) == ph) {
+                    const acc_t s = acc_t((it == 0 ? acc_t(bias[bias0 + ot * MAC_OUT + mo]) : acc[t][mo]) + ps[mo]);
+                    if (it == it_n - 1) {
+                        acc_t q = req_rt<acc_t>(s, shift, obits, nsat);
+                        if (use_gelu) q = acc_t(gelu<GELU_LO, GELU_HI, GELU_SIGMA, gelu_t>(hid_t(q), GELU_TABLE));
+                        y[t][ot * MAC_OUT + mo] = mac_y_t(q);
+                    } else {
+                        acc[t][mo] = s;
+                    }
+                }
+            }
+        }
+        if (++ph == rate) {
+            ph = 0;
+            if (++t == tl) {
+                t = 0;
+                tile++;
+                for (int mo = 0; mo < MAC_OUT; mo++)
+                    for (int m = 0; m < MAC_IN; m++) wcur[mo][m] = wnext[mo][m];
+                if (++it == it_n) {
+                    it = 0;
+                    ot++;
+                }
+            }
+        }
+    }
+}
+
+// mac(...): each job's token tiles through the array; experts run fc1 → GELU → fc2 with the hidden tile
+// on chip. One call site of mac_tile per layer kind, all in this process.
+inline void mac(int stage, int b, const Job jobs[], int n_jobs, hls::stream_of_blocks<slot_w_t, 2>& sw,
+                hls::stream_of_blocks<slot_b_t, 2>& sb, hls::stream_of_blocks<a_tile_t, 2>& as,
+                hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
+    using namespace cfg;
+    M3VIT_LEDGER_PROCESS("mac");
+    static a_tile_t hidden;
+    const StageInfo si = stage_info(stage);
+    const int it1 = (si.k + MAC_IN - 1) / MAC_IN;
+MAC_JOBS:
+    for (int j = 0; j < n_jobs; j++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
+        M3VIT_LEDGER_LOOP(MAC_JOBS, j == 0, 4);
+        const Job job = jobs[j];
+        hls::read_lock<slot_w_t> w(sw);
+        hls::read_lock<slot_b_t> bias(sb);
+        if (stage == ST_EXPERTS) M3VIT_NOTE_EXPERT_COMPUTE(b, job.expert, j & 1);
+    MAC_TILES:
+        for (int r0 = 0; r0 < job.n; r0 += TOKEN_TILE) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
+            M3VIT_LEDGER_LOOP(MAC_TILES, r0 == 0, 4);
+            const int nt = (job.n - r0 < TOKEN_TILE) ? job.n - r0 : TOKEN_TILE;
+            hls::read_lock<a_tile_t> a(as);
+            hls::write_lock<y_tile_t> y(ys);
+            if (stage == ST_EXPERTS) {  // fc1 (+ GELU) into the on-chip hidden tile, then fc2 from it
+                mac_tile(w, bias, 0, a, nt, 0, OT_EH, IT_DIM, si.packed, SH_FC1, HID_BITS, true, hidden,
+                         sat.c[SAT_HIDDEN]);
+                mac_tile(w, bias, EH_PO, hidden, nt, EW1_TILES, OT_DIM, IT_EH, PK_FC2, SH_FC2, ACT_BITS, false, y,
+                         sat.c[SAT_ACT]);
+            } else {
+                mac_tile(w, bias, 0, a, nt, 0, job.ot_n, it1, si.packed, si.shift, si.obits, si.gelu, y,
+                         sat.c[stage == ST_QKV ? SAT_QKV : stage == ST_FC1 ? SAT_HIDDEN : stage == ST_ROUTER ? SAT_LOGIT
+                                                                                                     : SAT_ACT]);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ writer
+// write_row<CB>(dst, n, v): n elements as CB-bit lanes, whole AXI words (padding lanes zero).
+template <int CB, class T>
+inline void write_row(cfg::word_t* dst, int n, const T* v) {
+    using namespace cfg;
+    const int L = AXI_BITS / CB;
+    const int words = (n + L - 1) / L;
+WRITE_ROW:
+    for (int i = 0; i < words; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = Y_COLS
+        M3VIT_LEDGER_PIPELINE(WRITE_ROW, i == 0, 1, 4);
+        word_t w;
+        word_clear(w);
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int c = i * L + l;
+            lane_set<CB>(w, l, c < n ? to_i64(v[c]) : int64_t(0));
+        }
+        dst[i] = w;
+    }
+}
+
+// writer(...): dense stages store their outputs (QKV, FC1 hidden, router logits) or add the residual
+// (embedding: + position; proj: + x → attn_res; FC2: mlp tap and attn_res + mlp → x). Experts: every
+// result row times its gate into the token's exact accumulator (on chip); after the last expert the
+// MoE output mlp = REQ(A, 15) and x = SAT(attn_res + mlp).
+inline void writer(int stage, const cfg::word_t* weights, cfg::word_t* scratch, const Queues& qs,
+                   const Job jobs[], int n_jobs, hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
+    using namespace cfg;
+    M3VIT_LEDGER_PROCESS("writer");
+    static moeacc_t macc[TOKENS][DIM];
+    static bool touched[TOKENS];
+    mac_y_t row[Y_COLS];
+    act_t res[DIM], out[DIM];
+    if (stage == ST_EMBED) {  // cls token: row 0 is pos[0] (cls + pos[0], quantised on the host)
+        burst_read_elems<ACT_CB>(weights + POS, 0, DIM, res);
+        burst_write_elems<ACT_CB>(scratch + SCR_X, DIM, res);
+    }
+    if (stage == ST_EXPERTS) {
+    ACC_CLEAR:
+        for (int t = 0; t < TOKENS; t++) {
+#pragma HLS PIPELINE II = 1
+            M3VIT_LEDGER_PIPELINE(ACC_CLEAR, t == 0, 1, 2);
+            touched[t] = false;
+        }
+    }
+WRITER_JOBS:
+    for (int j = 0; j < n_jobs; j++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
+        M3VIT_LEDGER_LOOP(WRITER_JOBS, j == 0, 4);
+        const Job job = jobs[j];
+        const int c0 = job.ot0 * MAC_OUT;
+        const int nc = stage == ST_EXPERTS ? DIM
+                       : (stage_info(stage).n - c0 < job.ot_n * MAC_OUT) ? stage_info(stage).n - c0
+                                                                         : job.ot_n * MAC_OUT;
+    WRITER_TILES:
+        for (int r0 = 0; r0 < job.n; r0 += TOKEN_TILE) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
+            M3VIT_LEDGER_LOOP(WRITER_TILES, r0 == 0, 4);
+            const int nt = (job.n - r0 < TOKEN_TILE) ? job.n - r0 : TOKEN_TILE;
+            hls::read_lock<y_tile_t> y(ys);
+        WRITER_ROWS:
+            for (int t = 0; t < nt; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
+                M3VIT_LEDGER_LOOP(WRITER_ROWS, t == 0, 4);
+                const int r = r0 + t;
+                if (stage == ST_EXPERTS) {
+                    const int tok = int(to_i64(qs.tok[job.q0 + r]));
+                    const prob_t g = qs.gate[job.q0 + r];
+                    const bool first = !touched[tok];
+                    touched[tok] = true;
+                MOE_ACC:
+                    for (int c = 0; c < DIM; c++) {
+#pragma HLS PIPELINE II = 1
+                        M3VIT_LEDGER_PIPELINE(MOE_ACC, c == 0, 1, 4);
+                        const moeacc_t p = moeacc_t(moe_prod_t(moe_prod_t(y[t][c]) * g));
+                        macc[tok][c] = first ? p : moeacc_t(macc[tok][c] + p);
+                    }
+                    continue;
+                }
+            WRITER_COPY:
+                for (int c = 0; c < nc; c++) {
+#pragma HLS PIPELINE II = 1
+                    M3VIT_LEDGER_PIPELINE(WRITER_COPY, c == 0, 1, 2);
+                    row[c] = y[t][c];
+                }
+                if (stage == ST_QKV) {
+                    write_row<QKV_CB>(scratch + SCR_QKV + uint64_t(r) * STR_QKV3 + c0 / (AXI_BITS / QKV_CB), nc, row);
+                } else if (stage == ST_FC1) {
+                    write_row<HID_CB>(scratch + SCR_HIDDEN + uint64_t(r) * STR_HID + c0 / (AXI_BITS / HID_CB), nc, row);
+                } else if (stage == ST_ROUTER) {
+                    write_row<LOGIT_CB>(scratch + SCR_LOGITS + uint64_t(r) * STR_LOGIT, nc, row);
+                } else {
+                    // residual: embedding + pos (row 1 + p), proj: x + y → attn_res, FC2: attn_res + y → x
+                    const int tok = stage == ST_EMBED ? 1 + r : r;
+                    const word_t* rsrc = stage == ST_EMBED ? weights + POS + uint64_t(tok) * POS_STRIDE
+                                         : stage == ST_PROJ ? scratch + SCR_X + uint64_t(tok) * STR_ACT
+                                                            : scratch + SCR_ATTN_RES + uint64_t(tok) * STR_ACT;
+                    const int ca = c0 / (AXI_BITS / ACT_CB);
+                    burst_read_elems<ACT_CB>(rsrc + ca, 0, nc, res);
+                    if (stage == ST_FC2) write_row<ACT_CB>(scratch + SCR_MLP + uint64_t(tok) * STR_ACT + ca, nc, row);
+                RES_ADD:
+                    for (int c = 0; c < nc; c++) {
+#pragma HLS PIPELINE II = 1
+                        M3VIT_LEDGER_PIPELINE(RES_ADD, c == 0, 1, 3);
+                        out[c] = act_t(sat_bits<ACT_BITS>(res_t(res_t(res[c]) + res_t(row[c])), sat.c[SAT_ACT]));
+                    }
+                    const uint64_t dst = stage == ST_PROJ ? SCR_ATTN_RES : SCR_X;
+                    write_row<ACT_CB>(scratch + dst + uint64_t(tok) * STR_ACT + ca, nc, out);
+                }
+            }
+        }
+    }
+    if (stage == ST_EXPERTS) {
+    MOE_FINAL:
+        for (int t = 0; t < TOKENS; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS
+            M3VIT_LEDGER_LOOP(MOE_FINAL, t == 0, 4);
+            burst_read_elems<ACT_CB>(scratch + SCR_ATTN_RES + uint64_t(t) * STR_ACT, 0, DIM, res);
+        MOE_REQ:
+            for (int c = 0; c < DIM; c++) {
+#pragma HLS PIPELINE II = 1
+                M3VIT_LEDGER_PIPELINE(MOE_REQ, c == 0, 1, 3);
+                const act_t m = act_t(req<PROB_FRAC, ACT_BITS>(macc[t][c], sat.c[SAT_ACT]));
+                row[c] = m;
+                out[c] = act_t(sat_bits<ACT_BITS>(res_t(res_t(res[c]) + res_t(m)), sat.c[SAT_ACT]));
+            }
+            write_row<ACT_CB>(scratch + SCR_MLP + uint64_t(t) * STR_ACT, DIM, row);
+            write_row<ACT_CB>(scratch + SCR_X + uint64_t(t) * STR_ACT, DIM, out);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ engine
+// run_stage(stage, b, task, ...): one stage as a DATAFLOW region (jobs from the routing for experts).
+// Saturation counts of the processes are summed into `sat` after the region.
+inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch,
+                      const cfg::word_t* image, const Queues& qs, SatCounters& sat) {
+    using namespace cfg;
+    Job jobs[MAX_JOBS];
+    const int n_jobs = job_list(stage, qs, jobs);
+    lnp_t g[DIM], be[DIM];
+    if (stage == ST_QKV || stage == ST_FC1 || stage == ST_ROUTER) {
+        const BlockOffsets o = BLOCK_OFF[b];
+        burst_read_elems<LNP_CB>(weights + (stage == ST_QKV ? o.norm1_g : o.norm2_g), 0, DIM, g);
+        burst_read_elems<LNP_CB>(weights + (stage == ST_QKV ? o.norm1_b : o.norm2_b), 0, DIM, be);
+    }
+    SatCounters s_rd, s_mac, s_wr;
+    sat_clear(s_rd);
+    sat_clear(s_mac);
+    sat_clear(s_wr);
+    hls::stream_of_blocks<slot_w_t, 2> sw;
+    hls::stream_of_blocks<slot_b_t, 2> sb;
+    hls::stream_of_blocks<a_tile_t, 2> as;
+    hls::stream_of_blocks<y_tile_t, 2> ys;
+#pragma HLS BIND_STORAGE variable = sw type = ram_2p impl = bram
+    M3VIT_DATAFLOW_REGION("stage") {
+        M3VIT_PROCESS(loader, stage, b, task, weights, jobs, n_jobs, sw, sb);
+        M3VIT_PROCESS(reader, stage, image, scratch, qs, g, be, jobs, n_jobs, as, s_rd);
+        M3VIT_PROCESS(mac, stage, b, jobs, n_jobs, sw, sb, as, ys, s_mac);
+        M3VIT_PROCESS(writer, stage, weights, scratch, qs, jobs, n_jobs, ys, s_wr);
+    }
+    for (int c = 0; c < SAT_NUM; c++) sat.c[c] += s_rd.c[c] + s_mac.c[c] + s_wr.c[c];
 }
 
 }  // namespace m3vit

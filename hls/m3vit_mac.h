@@ -1,85 +1,95 @@
-// m3vit_mac.h — the tiled MAC engine shared by every matmul (docs/numerics.md §5).
+// m3vit_mac.h — the one MAC array every matmul runs on (docs/numerics.md §5, docs/hls.md).
 //
-// Weights live on chip as tiles w[ot·IT + it][MO][MI] (the packed layout of codegen/layout.py, so a
-// DDR burst fills whole tiles); activations as a token tile a[TT][KP] (KP = IT·MI, padded columns are
-// multiplied by zero weights). One call computes y[t][o] = REQ(Σ_i a[t][i]·W[o][i] + b[o]) for a
-// whole token tile. The sum is exact (acc type of acc_bits), so the tile order is free.
+// The array is MAC_OUT × MAC_IN multipliers around a stationary tile W[MO][MI]: each cycle one streamed
+// vector a[MI] enters and MO exact dot products ps[mo] = Σ_mi W[mo][mi]·a[mi] leave. It is a single
+// function (mac_array, INLINE off) that every matmul loop calls; the top function's ALLOCATION pragma
+// limits it to one instance, so the whole design has MO·MI/2 multiplier DSPs.
+//
+// DSP mapping (m3vit_dsp_pack.h, Xilinx WP486): when both operands of a matmul are ≤ 8 bits (mode
+// `packed`), rows 2p and 2p+1 share one DSP48E2 per input lane — their weights sit 18 bits apart on
+// the pre-adder, the streamed value on the B port — and runs of PACK_LEN lanes cascade through the P
+// accumulators before one unpack; all MO rows per cycle. Otherwise (mode wide: 16-bit inputs of the
+// patch embedding, 17-bit probabilities of p·v) each DSP multiplies one W (≤ 27 bits) by one a (≤ 18
+// bits): rows with mo ≡ phase (mod 2) per cycle, two cycles per vector. C simulation computes exactly
+// this arithmetic, so a packed run that could overflow its lane would fail the bit-exact tests.
 #ifndef M3VIT_MAC_H
 #define M3VIT_MAC_H
 
-#include "m3vit_dma.h"
+#include "m3vit_config.h"
+#include "m3vit_dsp_pack.h"
 #include "m3vit_prims.h"
 
 namespace m3vit {
 
-// load_tiles<CB>(base, ntiles, w): ntiles·MO·MI weight lanes from DDR into the tile buffer.
-// One AXI word per cycle (II = 1 per element, a word every AXI/CB elements); one burst.
-template <int CB, int MO, int MI, class W, class T>
-void load_tiles(const W* base, int ntiles, T w[][MO][MI]) {
-    const int L = AxiLanes<W, CB>::value;
-    const int n = ntiles * MO * MI;
-    W word;
-LOAD_TILES:
-    for (int k = 0; k < n; k++) {
-#pragma HLS PIPELINE II = 1
-        M3VIT_LEDGER_PIPELINE(LOAD_TILES, k == 0, 1, 4);
-        if (k % L == 0) word = base[k / L];
-        w[k / (MO * MI)][(k / MI) % MO][k % MI] = T(lane_get<CB>(word, k % L));
-    }
-}
+// Packed operands are at most 8 bits; the longest exact cascade of int8 × int8 products.
+static const int PACK_BITS = 8;
+static const int PACK_LEN = dsp_pack<PACK_BITS, PACK_BITS>::max_len;
 
-// mac_engine<...>(a, nt, w, bias, it_n, n_out, y, nsat)
-//   a      [TT][KP]   activation tile, rows t < nt valid
-//   w      [OT·IT][MO][MI] on-chip weight tiles (IT = it_n in-tiles per out-tile)
-//   bias   [n_out]    at accumulator scale
-//   y      [TT][NP]   y[t][o] = SAT_OB(RSHR(acc, SHIFT)) for o < n_out; every clamp counts in nsat
-// Schedule: ot × t × it with the it loop pipelined at II = 1: MO·MI multipliers and MO adder trees
-// (PS holds one tree's sum, ACC the running sum). Latency ≈ ceil(n_out/MO) · nt · it_n cycles.
-template <int MO, int MI, int TT, int KP, int NP, int SHIFT, int OB, class PS, class ACC, class A, class WT,
-          class B, class O>
-void mac_engine(const A a[TT][KP], int nt, const WT w[][MO][MI], const B bias[], int it_n, int n_out,
-                O y[TT][NP], uint32_t& nsat) {
-    const int ot_n = (n_out + MO - 1) / MO;
-MAC_OT:
-    for (int ot = 0; ot < ot_n; ot++) {
-        M3VIT_LEDGER_LOOP(MAC_OT, ot == 0, 2);
-    MAC_T:
-        for (int t = 0; t < nt; t++) {
-            // MAC_INIT reads MO biases and MAC_OUT writes MO outputs through two RAM ports: MO cycles
-            M3VIT_LEDGER_LOOP(MAC_T, t == 0, MO + 4);
-            ACC acc[MO];
-#pragma HLS ARRAY_PARTITION variable = acc complete
-        MAC_INIT:
-            for (int mo = 0; mo < MO; mo++) {
-#pragma HLS UNROLL
-                const int o = ot * MO + mo;
-                acc[mo] = (o < n_out) ? ACC(bias[o]) : ACC(0);
-            }
-        MAC_IT:
-            for (int it = 0; it < it_n; it++) {
+// mac_array(w, a, packed, phase, ps): ps[mo] = Σ_mi w[mo][mi]·a[mi] for the rows this cycle computes —
+// all MO rows when packed or when the array does not pack at all (ARRAY_PACKED = 0: MO·MI DSPs, phase
+// -1), else the rows with mo % 2 == phase (the others are left unchanged).
+// Fully pipelined, II = 1: MO·MI/2 DSP48E2 (packed: PACK_LEN-long P cascades per row pair).
+inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
+                      bool packed, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
+#pragma HLS INLINE off
 #pragma HLS PIPELINE II = 1
-            M3VIT_LEDGER_PIPELINE(MAC_IT, it == 0, 1, 10);
-                const int tile = ot * it_n + it;
-            MAC_MO:
-                for (int mo = 0; mo < MO; mo++) {
+    using namespace cfg;
+    typedef sint<PACK_BITS>::t p8;
+MAC_PAIRS:
+    for (int p = 0; p < MAC_OUT / 2; p++) {
 #pragma HLS UNROLL
-                    PS ps = 0;
-                MAC_MI:
-                    for (int mi = 0; mi < MI; mi++) {
+        if (ARRAY_PACKED && packed) {
+            mac_ps_t hi = 0, lo = 0;
+        MAC_RUNS:
+            for (int r0 = 0; r0 < MAC_IN; r0 += PACK_LEN) {
 #pragma HLS UNROLL
-                        ps += PS(a[t][it * MI + mi]) * w[tile][mo][mi];
-                    }
-                    acc[mo] += ps;
+                dsp_p_t acc = 0;
+                for (int k = r0; k < r0 + PACK_LEN && k < MAC_IN; k++) {
+#pragma HLS UNROLL
+                    acc = dsp_pack_madd<PACK_BITS, PACK_BITS>(
+                        acc, dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k])), p8(a[k]));
                 }
+                dsp_hi_t h;
+                dsp_lo_t l;
+                dsp_pack_unpack(acc, h, l);
+                hi += mac_ps_t(h);
+                lo += mac_ps_t(l);
             }
-        MAC_OUT:
-            for (int mo = 0; mo < MO; mo++) {
+            ps[2 * p + 1] = hi;
+            ps[2 * p] = lo;
+        } else {
+            for (int h = 0; h < 2; h++) {
 #pragma HLS UNROLL
-                const int o = ot * MO + mo;
-                if (o < n_out) y[t][o] = O(req<SHIFT, OB>(acc[mo], nsat));
+                const int r = 2 * p + h;
+                if (phase >= 0 && h != phase) continue;
+                mac_ps_t s = 0;
+            MAC_WIDE:
+                for (int k = 0; k < MAC_IN; k++) {
+#pragma HLS UNROLL
+                    s += mac_ps_t(mac_ps_t(w[r][k]) * a[k]);
+                }
+                ps[r] = s;
             }
         }
     }
+}
+
+// req_rt(acc, shift, bits, nsat) = SAT_bits(RSHR(acc, shift)) with run-time shift and width (the
+// requantiser behind the array, shared by every matmul): identical to req<S, B> for S = shift, B = bits.
+template <class T>
+inline T req_rt(T acc, int shift, int bits, uint32_t& nsat) {
+    const T r = shift > 0 ? T((acc + (T(1) << (shift - 1))) >> shift) : acc;
+    const T hi = T((T(1) << (bits - 1)) - 1);
+    const T lo = T(-hi - 1);
+    if (r > hi) {
+        nsat++;
+        return hi;
+    }
+    if (r < lo) {
+        nsat++;
+        return lo;
+    }
+    return r;
 }
 
 }  // namespace m3vit

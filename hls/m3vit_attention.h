@@ -1,122 +1,272 @@
-// m3vit_attention.h — multi-head attention with a streaming (online) softmax (docs/numerics.md §9).
+// m3vit_attention.h — multi-head attention on the MAC array with a streaming (online) softmax
+// (docs/numerics.md §9).
 //
-// Per query tile (TOKEN_TILE queries) the running max m, sum l and context accumulator acc of every
-// head live on chip; K/V rows stream from DDR in blocks of KEY_BLOCK keys, in increasing key order.
-// The T×T score matrix is never stored: one block's scores exist only inside attn_block().
+// K and Vᵀ of the layer are loaded on chip once (URAM). Per query group of MAC_OUT queries and per head:
+// for each key block of KEY_BLOCK keys, in increasing key order,
+//   q·kᵀ  the group's queries (head slice) are the stationary tile, one key per cycle streams through:
+//         MAC_OUT scores per cycle, scaled to base-2 logits z (one key block of z lives on chip);
+//   p·v   exp lanes turn the block's z into probability tiles (MAC_OUT queries × MAC_IN keys), computed
+//         for the next chunk while the array streams vᵀ rows (one head dim per cycle) against the current;
+//   the running max m, sum l and context accumulator acc are rescaled when the max grows.
+// The T×T score matrix is never stored and K/V are not re-read per query group.
 #ifndef M3VIT_ATTENTION_H
 #define M3VIT_ATTENTION_H
 
+#include "m3vit_burst.h"
 #include "m3vit_config.h"
-#include "m3vit_dma.h"
+#include "m3vit_mac.h"
 #include "m3vit_prims.h"
 
 namespace m3vit {
 
-// attn_block(q, kb, vb, t, h, nb, first, m, l, acc, nsat_score): fold one key block into the state of
-// query t of the tile, head h (its HEAD_DIM columns of q and acc).
-// Latency ≈ nb · HEAD_DIM (scores, II = 1 per key with HEAD_DIM MACs unrolled) + nb (exp2) + HEAD_DIM.
-inline void attn_block(const cfg::qkv_t q[cfg::TOKEN_TILE][cfg::DIM], const cfg::qkv_t kb[cfg::KEY_BLOCK][cfg::DIM],
-                       const cfg::qkv_t vb[cfg::KEY_BLOCK][cfg::DIM], int t, int h, int nb, bool first, cfg::z_t& m,
-                       cfg::attn_l_t& l, cfg::ctx_acc_t acc[cfg::TOKEN_TILE][cfg::DIM], uint32_t& nsat_score) {
+// load_kv(scratch, kv): K rows and V rows (qkv region) of every token; V is transposed MAC_IN tokens at
+// a time through a small row buffer. One AXI word per cycle.
+inline void load_kv(const cfg::word_t* scratch, cfg::qkv_t kb[cfg::TOKENS][cfg::DIM],
+                    cfg::qkv_t vt[cfg::DIM][cfg::TOKENS_MI]) {
     using namespace cfg;
-    z_t z[KEY_BLOCK];
-    pv_acc_t pv[HEAD_DIM];
-    z_t bm = 0;
-ATT_SCORES:
-    for (int j = 0; j < nb; j++) {
+    M3VIT_LEDGER_PROCESS("load_kv");
+    static qkv_t vrows[MAC_IN][DIM];
+#pragma HLS ARRAY_PARTITION variable = vrows complete dim = 1
+    qkv_t row[2 * DIM];
+KV_ROWS:
+    for (int t0 = 0; t0 < TOKENS; t0 += MAC_IN) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS_MI / MAC_IN
+        M3VIT_LEDGER_LOOP(KV_ROWS, t0 == 0, 2);
+        const int n = (TOKENS - t0 < MAC_IN) ? TOKENS - t0 : MAC_IN;
+    KV_ROW:
+        for (int t = 0; t < n; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_IN
+            M3VIT_LEDGER_LOOP(KV_ROW, t == 0, 2);
+            burst_read_elems<QKV_CB>(scratch + SCR_QKV + uint64_t(t0 + t) * STR_QKV3, DIM, 2 * DIM, row);
+        KV_SPLIT:
+            for (int c = 0; c < DIM; c++) {
 #pragma HLS PIPELINE II = 1
-        M3VIT_LEDGER_PIPELINE(ATT_SCORES, j == 0, 1, 10);
-        score_acc_t s = 0;
-        for (int d = 0; d < HEAD_DIM; d++) s += qk_prod_t(q[t][h * HEAD_DIM + d]) * kb[j][h * HEAD_DIM + d];
-        z[j] = z_t(sat_bits<32>(rshr<SH_SCORE>(i64(s) * i64(C_ATTN)), nsat_score));
-        if (j == 0 || z[j] > bm) bm = z[j];
-    }
-    const z_t mnew = (first || bm > m) ? bm : m;
-    attn_l_t ps = 0;
-    for (int d = 0; d < HEAD_DIM; d++) pv[d] = 0;
-ATT_PV:
-    for (int j = 0; j < nb; j++) {
+                M3VIT_LEDGER_PIPELINE(KV_SPLIT, c == 0, 1, 2);
+                kb[t0 + t][c] = row[c];
+                vrows[t][c] = row[DIM + c];
+            }
+        }
+    KV_TRANSPOSE:
+        for (int c = 0; c < DIM; c++) {
 #pragma HLS PIPELINE II = 1
-        M3VIT_LEDGER_PIPELINE(ATT_PV, j == 0, 1, 10);
-        const prob_t p = exp2neg<FZ>(i64(z[j]) - i64(mnew), EXP2_TABLE);
-        ps += p;
-        for (int d = 0; d < HEAD_DIM; d++) pv[d] += pv_prod_t(p) * vb[j][h * HEAD_DIM + d];
+            M3VIT_LEDGER_PIPELINE(KV_TRANSPOSE, c == 0, 1, 2);
+            for (int t = 0; t < MAC_IN; t++) vt[c][t0 + t] = t < n ? vrows[t][c] : qkv_t(0);
+        }
     }
-    if (first) {
-        l = ps;
-        for (int d = 0; d < HEAD_DIM; d++) acc[t][h * HEAD_DIM + d] = pv[d];
-    } else {
-        const prob_t alpha = exp2neg<FZ>(i64(m) - i64(mnew), EXP2_TABLE);  // 2^15 when the max is unchanged
-        l = attn_l_t(rshr<PROB_FRAC>(i64(l) * i64(alpha)) + i64(ps));
+}
+
+// attn_head(q, ng, h, kv, acc, l, sat): one head of one query group: acc[mo][d] and l[mo] after the last
+// key block (the softmax state of docs/numerics.md §9), every key block through the MAC array.
+inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const cfg::qkv_t kb[cfg::TOKENS][cfg::DIM],
+                      const cfg::qkv_t vt[cfg::DIM][cfg::TOKENS_MI],
+                      cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM], cfg::attn_l_t l[cfg::MAC_OUT],
+                      SatCounters& sat) {
+    using namespace cfg;
+    static z_t zb[KEY_BLOCK][MAC_OUT];  // z of the current key block
+#pragma HLS ARRAY_PARTITION variable = zb complete dim = 2
+    score_acc_t sacc[KEY_BLOCK][MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = sacc complete dim = 2
+    pv_acc_t pv[HEAD_DIM][MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = pv complete dim = 2
+    mac_w_t wq[MAC_OUT][MAC_IN], wp[MAC_OUT][MAC_IN], wpn[MAC_OUT][MAC_IN];
+#pragma HLS ARRAY_PARTITION variable = wq complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = wp complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = wpn complete dim = 0
+    z_t m[MAC_OUT], mnew[MAC_OUT], bm[MAC_OUT];
+    attn_l_t psum[MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = m complete
+#pragma HLS ARRAY_PARTITION variable = mnew complete
+#pragma HLS ARRAY_PARTITION variable = bm complete
+#pragma HLS ARRAY_PARTITION variable = psum complete
+    const int qk_rate = (ARRAY_PACKED && !PK_QK) ? 2 : 1;
+    const int pv_rate = (ARRAY_PACKED && !PK_PV) ? 2 : 1;
+ATT_BLOCKS:
+    for (int k0 = 0; k0 < TOKENS; k0 += KEY_BLOCK) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCKS
+        M3VIT_LEDGER_LOOP(ATT_BLOCKS, k0 == 0, 4);
+        const int nb = (TOKENS - k0 < KEY_BLOCK) ? TOKENS - k0 : KEY_BLOCK;
+        const bool first = k0 == 0;
+    ATT_QK_PASSES:
+        for (int hp = 0; hp < HD_PASSES; hp++) {
+            M3VIT_LEDGER_LOOP(ATT_QK_PASSES, hp == 0, 2);
+        ATT_Q_TILE:  // the stationary query tile (this head pass), SLOT_TILE_ROWS rows per cycle
+            for (int c = 0; c < SLOT_TILE_ROWS; c++) {
+#pragma HLS PIPELINE II = 1
+                M3VIT_LEDGER_PIPELINE(ATT_Q_TILE, c == 0, 1, 2);
+                for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++) {
+                    const int mo = c * SLOT_ROW_TILE_ROWS + j;
+                    for (int mi = 0; mi < MAC_IN; mi++) {
+                        const int d = hp * MAC_IN + mi;
+                        wq[mo][mi] = (mo < ng && d < HEAD_DIM) ? mac_w_t(q[mo][h * HEAD_DIM + d]) : mac_w_t(0);
+                    }
+                }
+            }
+        ATT_QK:  // one key per cycle (two when q·k does not pack): MAC_OUT scores
+            for (int i = 0; i < nb * qk_rate; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCK * 2
+                M3VIT_LEDGER_PIPELINE(ATT_QK, i == 0, 1, MAC_DEPTH);
+                const int t = qk_rate == 2 ? i >> 1 : i;
+                const int ph = qk_rate == 2 ? (i & 1) : -1;
+                mac_a_t av[MAC_IN];
+                for (int mi = 0; mi < MAC_IN; mi++) {
+                    const int d = hp * MAC_IN + mi;
+                    av[mi] = d < HEAD_DIM ? mac_a_t(kb[k0 + t][h * HEAD_DIM + d]) : mac_a_t(0);
+                }
+                mac_ps_t ps[MAC_OUT];
+                mac_array(wq, av, PK_QK, ph, ps);
+                for (int mo = 0; mo < MAC_OUT; mo++) {
+                    if (ph >= 0 && (mo & 1) != ph) continue;
+                    const score_acc_t s = hp == 0 ? score_acc_t(ps[mo]) : score_acc_t(sacc[t][mo] + ps[mo]);
+                    if (hp < HD_PASSES - 1) {
+                        sacc[t][mo] = s;
+                    } else {
+                        uint32_t dummy = 0;
+                        const z_t z = z_t(sat_bits<32>(rshr<SH_SCORE>(i64(s) * i64(C_ATTN)),
+                                                       mo < ng ? sat.c[SAT_SCORE] : dummy));
+                        zb[t][mo] = z;
+                        if (t == 0 || z > bm[mo]) bm[mo] = z;
+                    }
+                }
+            }
+        }
+        for (int mo = 0; mo < MAC_OUT; mo++) {
+#pragma HLS UNROLL
+            mnew[mo] = (first || bm[mo] > m[mo]) ? bm[mo] : m[mo];
+            psum[mo] = 0;
+        }
+        // p·v: chunk c of MAC_IN keys; the exp lanes fill the next chunk's probability tile meanwhile
+        const int n_chunks = (nb + MAC_IN - 1) / MAC_IN;
+        const int per_chunk = HEAD_DIM * pv_rate;
+    ATT_P_FIRST:
+        for (int e = 0; e < MAC_OUT * MAC_IN; e += EXP_LANES) {
+#pragma HLS PIPELINE II = 1
+            M3VIT_LEDGER_PIPELINE(ATT_P_FIRST, e == 0, 1, 6);
+            for (int x = 0; x < EXP_LANES; x++) {
+                if (e + x >= MAC_OUT * MAC_IN) break;
+                const int kk = (e + x) / MAC_OUT, mo = (e + x) % MAC_OUT;
+                const prob_t p = kk < nb ? exp2neg<FZ>(i64(zb[kk][mo]) - i64(mnew[mo]), EXP2_TABLE) : prob_t(0);
+                wp[mo][kk] = mac_w_t(p);
+                psum[mo] += p;
+            }
+        }
+        const int p_cyc = (MAC_OUT * MAC_IN + EXP_LANES - 1) / EXP_LANES;
+        const int chunk_len = per_chunk > p_cyc ? per_chunk : p_cyc;
+        int c = 0, dd = 0;
+    ATT_PV:
+        for (int i = 0; i < n_chunks * chunk_len; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCK / MAC_IN * HEAD_DIM * 2
+            M3VIT_LEDGER_PIPELINE(ATT_PV, i == 0, 1, MAC_DEPTH);
+            if (dd < p_cyc && c + 1 < n_chunks) {  // exp lanes: EXP_LANES entries of the next chunk's tile
+                for (int x = 0; x < EXP_LANES; x++) {
+                    const int e = dd * EXP_LANES + x;
+                    const int kk = e / MAC_OUT, mo = e % MAC_OUT;
+                    const int key = (c + 1) * MAC_IN + kk;
+                    if (e < MAC_OUT * MAC_IN) {
+                        const prob_t p =
+                            key < nb ? exp2neg<FZ>(i64(zb[key][mo]) - i64(mnew[mo]), EXP2_TABLE) : prob_t(0);
+                        wpn[mo][kk] = mac_w_t(p);
+                        psum[mo] += p;
+                    }
+                }
+            }
+            if (dd < per_chunk) {
+                const int d = pv_rate == 2 ? dd >> 1 : dd;
+                const int ph = pv_rate == 2 ? (dd & 1) : -1;
+                mac_a_t av[MAC_IN];
+                for (int mi = 0; mi < MAC_IN; mi++) {
+                    const int key = c * MAC_IN + mi;
+                    av[mi] = key < nb ? mac_a_t(vt[h * HEAD_DIM + d][k0 + key]) : mac_a_t(0);
+                }
+                mac_ps_t ps[MAC_OUT];
+                mac_array(wp, av, PK_PV, ph, ps);
+                for (int mo = 0; mo < MAC_OUT; mo++) {
+                    if (ph >= 0 && (mo & 1) != ph) continue;
+                    pv[d][mo] = c == 0 ? pv_acc_t(ps[mo]) : pv_acc_t(pv[d][mo] + ps[mo]);
+                }
+            }
+            if (++dd == chunk_len) {
+                dd = 0;
+                c++;
+                for (int mo = 0; mo < MAC_OUT; mo++)
+                    for (int mi = 0; mi < MAC_IN; mi++) wp[mo][mi] = wpn[mo][mi];
+            }
+        }
+        // the block's rescale: α = 2^(m - mnew) (2^15 when the max is unchanged), MAC_OUT lanes per cycle
+        prob_t alpha[MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = alpha complete
+        for (int mo = 0; mo < MAC_OUT; mo++) {
+#pragma HLS UNROLL
+            alpha[mo] = first ? prob_t(0) : exp2neg<FZ>(i64(m[mo]) - i64(mnew[mo]), EXP2_TABLE);
+            l[mo] = first ? attn_l_t(psum[mo]) : attn_l_t(rshr<PROB_FRAC>(i64(l[mo]) * i64(alpha[mo])) + i64(psum[mo]));
+            m[mo] = mnew[mo];
+        }
     ATT_RESCALE:
         for (int d = 0; d < HEAD_DIM; d++) {
 #pragma HLS PIPELINE II = 1
             M3VIT_LEDGER_PIPELINE(ATT_RESCALE, d == 0, 1, 6);
-            const int c = h * HEAD_DIM + d;
-            acc[t][c] = ctx_acc_t(rshr<PROB_FRAC>(i64(acc[t][c]) * i64(alpha)) + i64(pv[d]));
+            for (int mo = 0; mo < MAC_OUT; mo++) {
+                acc[mo][d] = first ? ctx_acc_t(pv[d][mo])
+                                   : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][d]) * i64(alpha[mo])) + i64(pv[d][mo]));
+            }
         }
     }
-    m = mnew;
 }
 
 // stage_attention(scratch, sat): ctx (region attn) = softmax(q·kᵀ) v per head, from the qkv region.
 // Scores saturate to 32 bits (class score), the context to the qkv format (class qkv).
-// DDR traffic: q once, K and V once per query tile; nothing of size T×T.
 inline void stage_attention(cfg::word_t* scratch, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("stage_attention");
-    static qkv_t q[TOKEN_TILE][DIM];
-    static qkv_t kb[KEY_BLOCK][DIM];
-    static qkv_t vb[KEY_BLOCK][DIM];
-    static z_t m[HEADS][TOKEN_TILE];
-    static attn_l_t l[HEADS][TOKEN_TILE];
-    static ctx_acc_t acc[TOKEN_TILE][DIM];
-    static qkv_t ctx[TOKEN_TILE][DIM];
-ATT_QTILES:
-    for (int q0 = 0; q0 < TOKENS; q0 += TOKEN_TILE) {
-        M3VIT_LEDGER_LOOP(ATT_QTILES, q0 == 0, 2);
-        const int nt = (TOKENS - q0 < TOKEN_TILE) ? TOKENS - q0 : TOKEN_TILE;
-        for (int t = 0; t < nt; t++)
-            dma_read_row<QKV_CB>(scratch + SCR_QKV + uint64_t(q0 + t) * STR_QKV3, 0, DIM, q, t);
-    ATT_KBLOCKS:
-        for (int k0 = 0; k0 < TOKENS; k0 += KEY_BLOCK) {
-            M3VIT_LEDGER_LOOP(ATT_KBLOCKS, k0 == 0, 2);
-            const int nb = (TOKENS - k0 < KEY_BLOCK) ? TOKENS - k0 : KEY_BLOCK;
-            for (int j = 0; j < nb; j++) {
-                const uint64_t row = SCR_QKV + uint64_t(k0 + j) * STR_QKV3;
-                dma_read_row<QKV_CB>(scratch + row, DIM, DIM, kb, j);
-                dma_read_row<QKV_CB>(scratch + row, 2 * DIM, DIM, vb, j);
-            }
-        ATT_HEADS:
-            for (int h = 0; h < HEADS; h++) {
-                M3VIT_LEDGER_LOOP(ATT_HEADS, h == 0, 2);
-            ATT_QUERIES:
-                for (int t = 0; t < nt; t++) {
-                    // attn_block outside its loops: the block max, two HEAD_DIM loops (pv zeroing, first
-                    // block copy or ATT_RESCALE), the α exp and the l update
-                    M3VIT_LEDGER_LOOP(ATT_QUERIES, t == 0, 2 * HEAD_DIM + 8);
-                    attn_block(q, kb, vb, t, h, nb, k0 == 0, m[h][t], l[h][t], acc, sat.c[SAT_SCORE]);
+    // K and Vᵀ of the layer: URAM, MAC_IN elements per access
+    static qkv_t kb[TOKENS][DIM];
+    static qkv_t vt[DIM][TOKENS_MI];
+#pragma HLS BIND_STORAGE variable = kb type = ram_2p impl = uram
+#pragma HLS BIND_STORAGE variable = vt type = ram_2p impl = uram
+#pragma HLS ARRAY_RESHAPE variable = kb cyclic factor = MAC_IN dim = 2
+#pragma HLS ARRAY_RESHAPE variable = vt cyclic factor = MAC_IN dim = 2
+    static qkv_t q[MAC_OUT][DIM];
+    static qkv_t ctx[MAC_OUT][DIM];
+    static ctx_acc_t acc[MAC_OUT][HEAD_DIM];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 1
+    attn_l_t l[MAC_OUT];
+    load_kv(scratch, kb, vt);
+ATT_GROUPS:
+    for (int q0 = 0; q0 < TOKENS; q0 += MAC_OUT) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = QUERY_GROUPS
+        M3VIT_LEDGER_LOOP(ATT_GROUPS, q0 == 0, 2);
+        const int ng = (TOKENS - q0 < MAC_OUT) ? TOKENS - q0 : MAC_OUT;
+    ATT_Q_ROWS:
+        for (int t = 0; t < ng; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT
+            M3VIT_LEDGER_LOOP(ATT_Q_ROWS, t == 0, 2);
+            burst_read_elems<QKV_CB>(scratch + SCR_QKV + uint64_t(q0 + t) * STR_QKV3, 0, DIM, q[t]);
+        }
+    ATT_HEADS:
+        for (int h = 0; h < HEADS; h++) {
+            M3VIT_LEDGER_LOOP(ATT_HEADS, h == 0, 4);
+            attn_head(q, ng, h, kb, vt, acc, l, sat);
+        ATT_FINAL:  // 1 / l per query (a pipelined divider), then acc · R, MAC_OUT lanes per cycle
+            for (int t = 0; t < ng; t++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT
+                M3VIT_LEDGER_PIPELINE(ATT_FINAL, t == 0, 1, 72);
+                i64 r;
+                int len;
+                recip(u64(l[t]), r, len);  // l ≥ 2^15: the max key contributes 2^15
+            ATT_OUT:
+                for (int d = 0; d < HEAD_DIM; d++) {
+                    ctx[t][h * HEAD_DIM + d] =
+                        qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(i64(acc[t][d]) * r, len + 15), sat.c[SAT_QKV]));
                 }
             }
         }
-    ATT_FINAL:
-        for (int t = 0; t < nt; t++) {
-            M3VIT_LEDGER_LOOP(ATT_FINAL, t == 0, 2);
-        ATT_FINAL_HEADS:
-            for (int h = 0; h < HEADS; h++) {
-                M3VIT_LEDGER_LOOP(ATT_FINAL_HEADS, h == 0, 70);  // one RECIP division per head
-                i64 r;
-                int len;
-                recip(u64(l[h][t]), r, len);  // l ≥ 2^15: the max key contributes 2^15
-            ATT_OUT:
-                for (int d = 0; d < HEAD_DIM; d++) {
-#pragma HLS PIPELINE II = 1
-                    M3VIT_LEDGER_PIPELINE(ATT_OUT, d == 0, 1, 8);
-                    const int c = h * HEAD_DIM + d;
-                    ctx[t][c] = qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(i64(acc[t][c]) * r, len + 15), sat.c[SAT_QKV]));
-                }
-            }
-            dma_write_row<QKV_CB>(scratch + SCR_ATTN + uint64_t(q0 + t) * STR_QKVD, 0, DIM, ctx, t);
+    ATT_WRITE:
+        for (int t = 0; t < ng; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT
+            M3VIT_LEDGER_LOOP(ATT_WRITE, t == 0, 2);
+            burst_write_elems<QKV_CB>(scratch + SCR_ATTN + uint64_t(q0 + t) * STR_QKVD, DIM, ctx[t]);
         }
     }
 }

@@ -373,6 +373,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "ln_y_t": (ln_y, "LayerNorm x̂·γ + β·2^Fh"),
         "moe_prod_t": (act_bits + 18, "expert output · gate"),
         "moeacc_t": (64, "per-token MoE accumulator"),
+        "moe_sum_t": (act_bits + 18 + clog2(model.top_k), "on-chip MoE accumulator Σ y·g (exact)"),
         "tok_t": (clog2(tokens + 1) + 1, "token index"),
         **_engine_types(cfg),
         "expert_t": (clog2(experts + 1) + 1, "expert index"),
@@ -454,6 +455,7 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         "QUERY_GROUPS": (ceil_div(m.num_tokens, mo), "query groups of MAC_OUT queries"),
         "HD_PASSES": (ceil_div(m.head_dim, mi), "q·k passes over a head's dims"),
         "EXP_LANES": (lanes(cfg).exp, "softmax exp lanes"),
+        "OUT_LANES": (lanes(cfg).out, "MoE accumulator lanes"),
     }
 
 

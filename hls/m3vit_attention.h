@@ -27,7 +27,6 @@ inline void load_kv(const cfg::word_t* scratch, cfg::qkv_t kb[cfg::TOKENS][cfg::
     M3VIT_LEDGER_PROCESS("load_kv");
     static qkv_t vrows[MAC_IN][DIM];
 #pragma HLS ARRAY_PARTITION variable = vrows complete dim = 1
-    qkv_t row[2 * DIM];
 KV_ROWS:
     for (int t0 = 0; t0 < TOKENS; t0 += MAC_IN) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS_MI / MAC_IN
@@ -37,13 +36,21 @@ KV_ROWS:
         for (int t = 0; t < n; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_IN
             M3VIT_LEDGER_LOOP(KV_ROW, t == 0, 2);
-            burst_read_elems<QKV_CB>(scratch + SCR_QKV + uint64_t(t0 + t) * STR_QKV3, DIM, 2 * DIM, row);
+            // K and V lanes of the token's qkv row (columns DIM … 3·DIM), one AXI word per cycle
+            const int L = AXI_BITS / QKV_CB;
+            const word_t* src = scratch + SCR_QKV + uint64_t(t0 + t) * STR_QKV3;
         KV_SPLIT:
-            for (int c = 0; c < DIM; c++) {
+            for (int i = DIM / L; i < (3 * DIM + L - 1) / L; i++) {
 #pragma HLS PIPELINE II = 1
-                M3VIT_LEDGER_PIPELINE(KV_SPLIT, c == 0, 1, 2);
-                kb[t0 + t][c] = row[c];
-                vrows[t][c] = row[DIM + c];
+                M3VIT_LEDGER_PIPELINE(KV_SPLIT, i == DIM / L, 1, 4);
+                const word_t w = src[i];
+                for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+                    const int c = i * L + l;
+                    const qkv_t v = qkv_t(lane_get<QKV_CB>(w, l));
+                    if (c >= DIM && c < 2 * DIM) kb[t0 + t][c - DIM] = v;
+                    if (c >= 2 * DIM && c < 3 * DIM) vrows[t][c - 2 * DIM] = v;
+                }
             }
         }
     KV_TRANSPOSE:

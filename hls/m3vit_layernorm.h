@@ -11,8 +11,9 @@ namespace m3vit {
 // layernorm_row(x, g, b, y, nsat): one token. x act, g/b ln_param, y norm (saturated, counted in nsat).
 // The arrays are read/written LN_LANES elements per cycle (the caller partitions them cyclically).
 // Latency ≈ 2·DIM/LN_LANES (two pipelined passes) + 32 (ISQRT) + one division.
+template <class T>
 inline void layernorm_row(const cfg::act_t x[cfg::DIM], const cfg::lnp_t g[cfg::DIM], const cfg::lnp_t b[cfg::DIM],
-                          cfg::norm_t y[cfg::DIM], uint32_t& nsat) {
+                          T* y, uint32_t& nsat) {
     using namespace cfg;
     i64 s1 = 0, s2 = 0;
 LN_STATS:
@@ -42,7 +43,7 @@ LN_NORM:
                 const ln_xr_t xc = ln_xr_t(ln_xr_t(DIM) * x[i + l] - ln_xr_t(s1));
                 const ln_xr_t xhat = rshr_rt<ln_xr_t>(ln_xr_t(xc * ln_xr_t(r)), sh);
                 const ln_y_t acc = ln_y_t(ln_y_t(xhat) * g[i + l] + ln_y_t(b[i + l]) * (ln_y_t(1) << FH));
-                y[i + l] = norm_t(req<SH_LN, NORM_BITS>(acc, nsat));
+                y[i + l] = T(norm_t(req<SH_LN, NORM_BITS>(acc, nsat)));
             }
         }
     }

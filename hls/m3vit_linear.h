@@ -23,8 +23,9 @@
 
 #ifndef __SYNTHESIS__
 // C simulation only: how often each expert's weights were fetched (checked by the tests: once per
-// layer for a used expert, never for an empty one) and the order of fetches and computes (event
-// = block << 16 | compute << 15 | buffer << 14 | expert). Defined in the top .cpp.
+// layer for a used expert, never for an empty one) and the order of fetch and compute starts and ends,
+// as the concurrent loader and mac processes reach them (event = block << 16 | compute << 15 | end << 14
+// | slot << 13 | expert). Defined in the top .cpp.
 #include <functional>
 #include <mutex>
 extern uint32_t m3vit_debug_expert_loads[m3vit::cfg::DEPTH][m3vit::cfg::EXPERTS];
@@ -34,18 +35,16 @@ inline std::mutex& m3vit_debug_mutex() {
     static std::mutex mu;
     return mu;
 }
-inline void m3vit_note_event(int b, int compute, int buf, int e) {
+inline void m3vit_note_event(int b, int compute, int end, int slot, int e) {
     std::lock_guard<std::mutex> lock(m3vit_debug_mutex());
     if (m3vit_debug_n_events < (1u << 16))
-        m3vit_debug_events[m3vit_debug_n_events++] =
-            uint32_t(b) << 16 | uint32_t(compute) << 15 | uint32_t(buf) << 14 | uint32_t(e);
-    if (!compute) m3vit_debug_expert_loads[b][e]++;
+        m3vit_debug_events[m3vit_debug_n_events++] = uint32_t(b) << 16 | uint32_t(compute) << 15 |
+                                                     uint32_t(end) << 14 | uint32_t(slot) << 13 | uint32_t(e);
+    if (!compute && !end) m3vit_debug_expert_loads[b][e]++;
 }
-#define M3VIT_NOTE_EXPERT_LOAD(b, e, buf) m3vit_note_event(b, 0, buf, e)
-#define M3VIT_NOTE_EXPERT_COMPUTE(b, e, buf) m3vit_note_event(b, 1, buf, e)
+#define M3VIT_NOTE_EXPERT(b, e, compute, end, slot) m3vit_note_event(b, compute, end, slot, e)
 #else
-#define M3VIT_NOTE_EXPERT_LOAD(b, e, buf)
-#define M3VIT_NOTE_EXPERT_COMPUTE(b, e, buf)
+#define M3VIT_NOTE_EXPERT(b, e, compute, end, slot)
 #endif
 
 namespace m3vit {
@@ -255,7 +254,8 @@ LOADER_JOBS:
         WeightRun r;
         if (stage == ST_EXPERTS) {
             const uint64_t base = sw0.w + uint64_t(job.expert) * EXPERT_STRIDE;
-            M3VIT_NOTE_EXPERT_LOAD(b, job.expert, j & 1);
+            M3VIT_LEDGER_STEP("expert", job.expert);
+            M3VIT_NOTE_EXPERT(b, job.expert, 0, 0, j & 1);
             r.w_off = base;
             r.tiles = EW1_TILES;
             r.b_off = base + EXPERT_B1_REL;
@@ -270,6 +270,7 @@ LOADER_JOBS:
             r.slot_tile = EW1_TILES;
             r.slot_bias = EH_PO;
             load_run(weights, r, w, bb);
+            M3VIT_NOTE_EXPERT(b, job.expert, 0, 1, j & 1);
         } else {
             const int it = dense_it(stage);
             const int n = stage_info(stage).n;
@@ -306,6 +307,28 @@ READ_ROW:
     }
 }
 
+// read_pixels(image, e0, a, nsat): one patch row of PATCH pixels, a whole AXI word per cycle; pixels outside
+// the input format are saturated and counted (the DDR container may hold them).
+inline void read_pixels(const cfg::word_t* image, uint64_t e0, cfg::mac_a_t* a, uint32_t& nsat) {
+    using namespace cfg;
+    const int L = AXI_BITS / IN_CB;
+    const uint64_t w0 = e0 / L;
+    const int skip = int(e0 % L);
+    const int n_words = (skip + PATCH + L - 1) / L;
+READ_PIXELS:
+    for (int i = 0; i < n_words; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = PATCH
+        M3VIT_LEDGER_PIPELINE(READ_PIXELS, i == 0, 1, 4);
+        const word_t w = image[w0 + i];
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int k = i * L + l - skip;
+            if (k >= 0 && k < PATCH) a[k] = mac_a_t(sat_bits<IN_BITS>(i64(lane_get<IN_CB>(w, l)), nsat));
+        }
+    }
+}
+
 // The source region of a stage's activations (LayerNorm input for QKV / FC1 / router).
 inline uint64_t stage_src(int stage) {
     using namespace cfg;
@@ -325,10 +348,8 @@ inline void reader(int stage, const cfg::word_t* image, cfg::word_t* scratch, co
                    hls::stream_of_blocks<a_tile_t, 2>& as, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("reader");
-    typedef sint<IN_CB>::t pix_t;
     act_t x[DIM];
-    norm_t y[DIM];
-    pix_t seg[PATCH];
+#pragma HLS ARRAY_PARTITION variable = x cyclic factor = LN_LANES
 READER_JOBS:
     for (int j = 0; j < n_jobs; j++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
@@ -353,14 +374,8 @@ READER_JOBS:
                         for (int ky = 0; ky < PATCH; ky++) {
                             M3VIT_LEDGER_LOOP(READ_PATCH_ROWS, ky == 0, 2);
                             const uint64_t row = uint64_t(c) * IMG_H + uint64_t(py) * PATCH + ky;
-                            burst_read_elems<IN_CB>(image, row * IMG_W + uint64_t(px) * PATCH, PATCH, seg);
-                        READ_PIXELS:
-                            for (int kx = 0; kx < PATCH; kx++) {
-#pragma HLS PIPELINE II = 1
-                                M3VIT_LEDGER_PIPELINE(READ_PIXELS, kx == 0, 1, 3);
-                                a[t][(c * PATCH + ky) * PATCH + kx] =
-                                    mac_a_t(sat_bits<IN_BITS>(seg[kx], j == 0 ? sat.c[SAT_INPUT] : again));
-                            }
+                            read_pixels(image, row * IMG_W + uint64_t(px) * PATCH, &a[t][(c * PATCH + ky) * PATCH],
+                                        j == 0 ? sat.c[SAT_INPUT] : again);
                         }
                     }
                 } else if (stage == ST_PROJ) {
@@ -374,15 +389,9 @@ READER_JOBS:
                     const uint64_t src = stage == ST_QKV ? SCR_X : SCR_ATTN_RES;
                     const uint64_t dst = stage == ST_QKV ? SCR_NORM1 : SCR_NORM2;
                     burst_read_elems<ACT_CB>(scratch + src + uint64_t(r) * STR_ACT, 0, DIM, x);
-                    layernorm_row(x, g, be, y, j == 0 ? sat.c[SAT_NORM] : again);
+                    layernorm_row(x, g, be, &a[t][0], j == 0 ? sat.c[SAT_NORM] : again);
                     // the norm tap: written once (first job), read back by the experts' gather
-                    if (j == 0) burst_write_elems<NORM_CB>(scratch + dst + uint64_t(r) * STR_NORM, DIM, y);
-                LN_TO_TILE:
-                    for (int c = 0; c < DIM; c++) {
-#pragma HLS PIPELINE II = 1
-                        M3VIT_LEDGER_PIPELINE(LN_TO_TILE, c == 0, 1, 2);
-                        a[t][c] = mac_a_t(y[c]);
-                    }
+                    if (j == 0) burst_write_elems<NORM_CB>(scratch + dst + uint64_t(r) * STR_NORM, DIM, &a[t][0]);
                 }
             }
         }
@@ -396,7 +405,8 @@ READER_JOBS:
 // registers from the slot meanwhile, SLOT_ROW_TILE_ROWS rows per cycle), the (ot, it, t) nest flattened
 // into one II = 1 pipeline, exact partial sums on chip, requantisation (+ GELU) at the last in-tile.
 inline void mac_tile(const slot_w_t& w, const slot_b_t& bias, int bias0, const a_tile_t& a, int nt, int tile0,
-                     int ot_n, int it_n, bool packed, int shift, int obits, bool use_gelu, y_tile_t& y, uint32_t& nsat) {
+                     int ot_n, int it_n, int n_valid, bool packed, int shift, int obits, bool use_gelu, y_tile_t& y,
+                     uint32_t& nsat) {
     using namespace cfg;
     mac_w_t wcur[MAC_OUT][MAC_IN], wnext[MAC_OUT][MAC_IN];
 #pragma HLS ARRAY_PARTITION variable = wcur complete dim = 0
@@ -436,7 +446,8 @@ MAC_LOOP:
                 if (rate == 1 || (mo & 1) == ph) {
                     const acc_t s = acc_t((it == 0 ? acc_t(bias[bias0 + ot * MAC_OUT + mo]) : acc[t][mo]) + ps[mo]);
                     if (it == it_n - 1) {
-                        acc_t q = req_rt<acc_t>(s, shift, obits, nsat);
+                        uint32_t pad = 0;  // padding outputs (o ≥ n_valid) are never read: not counted
+                        acc_t q = req_rt<acc_t>(s, shift, obits, ot * MAC_OUT + mo < n_valid ? nsat : pad);
                         if (use_gelu) q = acc_t(gelu<GELU_LO, GELU_HI, GELU_SIGMA, gelu_t>(hid_t(q), GELU_TABLE));
                         y[t][ot * MAC_OUT + mo] = mac_y_t(q);
                     } else {
@@ -478,7 +489,10 @@ MAC_JOBS:
         const Job job = jobs[j];
         hls::read_lock<slot_w_t> w(sw);
         hls::read_lock<slot_b_t> bias(sb);
-        if (stage == ST_EXPERTS) M3VIT_NOTE_EXPERT_COMPUTE(b, job.expert, j & 1);
+        if (stage == ST_EXPERTS) {
+            M3VIT_LEDGER_STEP("expert", job.expert);
+            M3VIT_NOTE_EXPERT(b, job.expert, 1, 0, j & 1);
+        }
     MAC_TILES:
         for (int r0 = 0; r0 < job.n; r0 += TOKEN_TILE) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
@@ -487,16 +501,17 @@ MAC_JOBS:
             hls::read_lock<a_tile_t> a(as);
             hls::write_lock<y_tile_t> y(ys);
             if (stage == ST_EXPERTS) {  // fc1 (+ GELU) into the on-chip hidden tile, then fc2 from it
-                mac_tile(w, bias, 0, a, nt, 0, OT_EH, IT_DIM, si.packed, SH_FC1, HID_BITS, true, hidden,
+                mac_tile(w, bias, 0, a, nt, 0, OT_EH, IT_DIM, EXPERT_HIDDEN, si.packed, SH_FC1, HID_BITS, true, hidden,
                          sat.c[SAT_HIDDEN]);
-                mac_tile(w, bias, EH_PO, hidden, nt, EW1_TILES, OT_DIM, IT_EH, PK_FC2, SH_FC2, ACT_BITS, false, y,
+                mac_tile(w, bias, EH_PO, hidden, nt, EW1_TILES, OT_DIM, IT_EH, DIM, PK_FC2, SH_FC2, ACT_BITS, false, y,
                          sat.c[SAT_ACT]);
             } else {
-                mac_tile(w, bias, 0, a, nt, 0, job.ot_n, it1, si.packed, si.shift, si.obits, si.gelu, y,
+                mac_tile(w, bias, 0, a, nt, 0, job.ot_n, it1, si.n - job.ot0 * MAC_OUT, si.packed, si.shift, si.obits, si.gelu, y,
                          sat.c[stage == ST_QKV ? SAT_QKV : stage == ST_FC1 ? SAT_HIDDEN : stage == ST_ROUTER ? SAT_LOGIT
                                                                                                      : SAT_ACT]);
             }
         }
+        if (stage == ST_EXPERTS) M3VIT_NOTE_EXPERT(b, job.expert, 1, 1, j & 1);
     }
 }
 
@@ -523,6 +538,61 @@ WRITE_ROW:
     }
 }
 
+// residual_row(res, y, n, dst, nsat): dst = SAT_act(res + y) for n act lanes, one AXI word per cycle.
+inline void residual_row(const cfg::word_t* res, const cfg::mac_y_t* y, int n, cfg::word_t* dst, uint32_t& nsat) {
+    using namespace cfg;
+    const int L = AXI_BITS / ACT_CB;
+    const int words = (n + L - 1) / L;
+RES_ADD:
+    for (int i = 0; i < words; i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = Y_COLS
+        M3VIT_LEDGER_PIPELINE(RES_ADD, i == 0, 1, 4);
+        const word_t rw = res[i];
+        word_t w;
+        word_clear(w);
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int c = i * L + l;
+            if (c < n) {
+                const res_t v = res_t(res_t(act_t(lane_get<ACT_CB>(rw, l))) + res_t(y[c]));
+                lane_set<ACT_CB>(w, l, to_i64(sat_bits<ACT_BITS>(v, nsat)));
+            }
+        }
+        dst[i] = w;
+    }
+}
+
+// moe_final_row(acc, res, mlp, x, nsat): mlp = REQ_act(A, 15) and x = SAT_act(attn_res + mlp) for one token,
+// one AXI word of each per cycle.
+inline void moe_final_row(const cfg::moe_sum_t acc[cfg::DIM], const cfg::word_t* res, cfg::word_t* mlp, cfg::word_t* x,
+                          uint32_t& nsat) {
+    using namespace cfg;
+    const int L = AXI_BITS / ACT_CB;
+    const int words = (DIM + L - 1) / L;
+MOE_REQ:
+    for (int i = 0; i < words; i++) {
+#pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(MOE_REQ, i == 0, 1, 4);
+        const word_t rw = res[i];
+        word_t wm, wx;
+        word_clear(wm);
+        word_clear(wx);
+        for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+            const int c = i * L + l;
+            if (c < DIM) {
+                const act_t m = act_t(req<PROB_FRAC, ACT_BITS>(i64(acc[c]), nsat));
+                const res_t v = res_t(res_t(act_t(lane_get<ACT_CB>(rw, l))) + res_t(m));
+                lane_set<ACT_CB>(wm, l, to_i64(m));
+                lane_set<ACT_CB>(wx, l, to_i64(sat_bits<ACT_BITS>(v, nsat)));
+            }
+        }
+        mlp[i] = wm;
+        x[i] = wx;
+    }
+}
+
 // writer(...): dense stages store their outputs (QKV, FC1 hidden, router logits) or add the residual
 // (embedding: + position; proj: + x → attn_res; FC2: mlp tap and attn_res + mlp → x). Experts: every
 // result row times its gate into the token's exact accumulator (on chip); after the last expert the
@@ -531,10 +601,11 @@ inline void writer(int stage, const cfg::word_t* weights, cfg::word_t* scratch, 
                    const Job jobs[], int n_jobs, hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("writer");
-    static moeacc_t macc[TOKENS][DIM];
+    static moe_sum_t macc[TOKENS][DIM];  // the MoE accumulators: exact, on chip (URAM)
+#pragma HLS BIND_STORAGE variable = macc type = ram_2p impl = uram
+#pragma HLS ARRAY_RESHAPE variable = macc cyclic factor = OUT_LANES dim = 2
     static bool touched[TOKENS];
-    mac_y_t row[Y_COLS];
-    act_t res[DIM], out[DIM];
+    act_t res[DIM];
     if (stage == ST_EMBED) {  // cls token: row 0 is pos[0] (cls + pos[0], quantised on the host)
         burst_read_elems<ACT_CB>(weights + POS, 0, DIM, res);
         burst_write_elems<ACT_CB>(scratch + SCR_X, DIM, res);
@@ -572,21 +643,22 @@ WRITER_JOBS:
                     const prob_t g = qs.gate[job.q0 + r];
                     const bool first = !touched[tok];
                     touched[tok] = true;
-                MOE_ACC:
-                    for (int c = 0; c < DIM; c++) {
+                MOE_ACC:  // OUT_LANES gate products per cycle into the token's accumulator row
+                    for (int c0 = 0; c0 < DIM; c0 += OUT_LANES) {
 #pragma HLS PIPELINE II = 1
-                        M3VIT_LEDGER_PIPELINE(MOE_ACC, c == 0, 1, 4);
-                        const moeacc_t p = moeacc_t(moe_prod_t(moe_prod_t(y[t][c]) * g));
-                        macc[tok][c] = first ? p : moeacc_t(macc[tok][c] + p);
+                        M3VIT_LEDGER_PIPELINE(MOE_ACC, c0 == 0, 1, 4);
+                        for (int l = 0; l < OUT_LANES; l++) {
+#pragma HLS UNROLL
+                            const int c = c0 + l;
+                            if (c < DIM) {
+                                const moe_sum_t p = moe_sum_t(moe_prod_t(moe_prod_t(y[t][c]) * g));
+                                macc[tok][c] = first ? p : moe_sum_t(macc[tok][c] + p);
+                            }
+                        }
                     }
                     continue;
                 }
-            WRITER_COPY:
-                for (int c = 0; c < nc; c++) {
-#pragma HLS PIPELINE II = 1
-                    M3VIT_LEDGER_PIPELINE(WRITER_COPY, c == 0, 1, 2);
-                    row[c] = y[t][c];
-                }
+                const mac_y_t* row = &y[t][0];
                 if (stage == ST_QKV) {
                     write_row<QKV_CB>(scratch + SCR_QKV + uint64_t(r) * STR_QKV3 + c0 / (AXI_BITS / QKV_CB), nc, row);
                 } else if (stage == ST_FC1) {
@@ -600,16 +672,9 @@ WRITER_JOBS:
                                          : stage == ST_PROJ ? scratch + SCR_X + uint64_t(tok) * STR_ACT
                                                             : scratch + SCR_ATTN_RES + uint64_t(tok) * STR_ACT;
                     const int ca = c0 / (AXI_BITS / ACT_CB);
-                    burst_read_elems<ACT_CB>(rsrc + ca, 0, nc, res);
-                    if (stage == ST_FC2) write_row<ACT_CB>(scratch + SCR_MLP + uint64_t(tok) * STR_ACT + ca, nc, row);
-                RES_ADD:
-                    for (int c = 0; c < nc; c++) {
-#pragma HLS PIPELINE II = 1
-                        M3VIT_LEDGER_PIPELINE(RES_ADD, c == 0, 1, 3);
-                        out[c] = act_t(sat_bits<ACT_BITS>(res_t(res_t(res[c]) + res_t(row[c])), sat.c[SAT_ACT]));
-                    }
                     const uint64_t dst = stage == ST_PROJ ? SCR_ATTN_RES : SCR_X;
-                    write_row<ACT_CB>(scratch + dst + uint64_t(tok) * STR_ACT + ca, nc, out);
+                    if (stage == ST_FC2) write_row<ACT_CB>(scratch + SCR_MLP + uint64_t(tok) * STR_ACT + ca, nc, row);
+                    residual_row(rsrc + ca, row, nc, scratch + dst + uint64_t(tok) * STR_ACT + ca, sat.c[SAT_ACT]);
                 }
             }
         }
@@ -619,17 +684,8 @@ WRITER_JOBS:
         for (int t = 0; t < TOKENS; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS
             M3VIT_LEDGER_LOOP(MOE_FINAL, t == 0, 4);
-            burst_read_elems<ACT_CB>(scratch + SCR_ATTN_RES + uint64_t(t) * STR_ACT, 0, DIM, res);
-        MOE_REQ:
-            for (int c = 0; c < DIM; c++) {
-#pragma HLS PIPELINE II = 1
-                M3VIT_LEDGER_PIPELINE(MOE_REQ, c == 0, 1, 3);
-                const act_t m = act_t(req<PROB_FRAC, ACT_BITS>(macc[t][c], sat.c[SAT_ACT]));
-                row[c] = m;
-                out[c] = act_t(sat_bits<ACT_BITS>(res_t(res_t(res[c]) + res_t(m)), sat.c[SAT_ACT]));
-            }
-            write_row<ACT_CB>(scratch + SCR_MLP + uint64_t(t) * STR_ACT, DIM, row);
-            write_row<ACT_CB>(scratch + SCR_X + uint64_t(t) * STR_ACT, DIM, out);
+            moe_final_row(macc[t], scratch + SCR_ATTN_RES + uint64_t(t) * STR_ACT, scratch + SCR_MLP + uint64_t(t) * STR_ACT,
+                          scratch + SCR_X + uint64_t(t) * STR_ACT, sat.c[SAT_ACT]);
         }
     }
 }

@@ -224,11 +224,14 @@ class CsimLibrary:
         return out.astype(np.int64)
 
     def expert_events(self, reset: bool = True) -> list[tuple[int, str, int, int]]:
-        """The expert-by-expert schedule since the last reset: (block, "fetch"/"compute", buffer, expert)."""
+        """The expert-by-expert schedule since the last reset, in the order the concurrent loader and MAC
+        processes reached each point: (block, event, slot, expert) with event "fetch" / "fetched" (a weight
+        load starts / ends) or "compute" / "computed" (the expert's queue starts / ends on the array)."""
         buf = np.zeros(1 << 16, np.uint32)
         n = self._lib.m3vit_csim_expert_events(buf.ctypes.data, buf.size, int(reset))
+        names = {(0, 0): "fetch", (0, 1): "fetched", (1, 0): "compute", (1, 1): "computed"}
         return [
-            (int(v) >> 16, "compute" if int(v) >> 15 & 1 else "fetch", int(v) >> 14 & 1, int(v) & 0x3FFF)
+            (int(v) >> 16, names[(int(v) >> 15 & 1, int(v) >> 14 & 1)], int(v) >> 13 & 1, int(v) & 0x1FFF)
             for v in buf[:n]
         ]
 

@@ -450,7 +450,7 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         "TOKEN_TILES": (ceil_div(m.num_tokens, tt), "token tiles of all tokens"),
         "MAC_LOOP_MAX": (max_tiles_job * max(tt, tile_rows) * 2, "longest MAC_LOOP"),
         "MAC_DEPTH": (ARCH.pipeline_depth, "MAC pipeline fill + drain"),
-        "TOKENS_MI": (ceil_div(m.num_tokens, mi) * mi, "tokens padded to MAC_IN (Vᵀ rows)"),
+        "TOKENS_TT": (ceil_div(m.num_tokens, max(mi, tt)) * max(mi, tt), "tokens padded to whole key chunks and token tiles (Vᵀ rows)"),
         "KEY_BLOCKS": (ceil_div(m.num_tokens, hw.attn_key_block), "key blocks"),
         "QUERY_GROUPS": (ceil_div(m.num_tokens, mo), "query groups of MAC_OUT queries"),
         "HD_PASSES": (ceil_div(m.head_dim, mi), "q·k passes over a head's dims"),

@@ -1,7 +1,7 @@
 // m3vit_attention.h — multi-head attention on the MAC array with a streaming (online) softmax
 // (docs/numerics.md §9).
 //
-// K and Vᵀ of the layer are loaded on chip once (URAM). Per query group of MAC_OUT queries and per head:
+// K and Vᵀ of the layer are on chip (URAM), written there by the K/V stage (m3vit_linear.h). Per query group of MAC_OUT queries and per head:
 // for each key block of KEY_BLOCK keys, in increasing key order,
 //   q·kᵀ  the group's queries (head slice) are the stationary tile, one key per cycle streams through:
 //         MAC_OUT scores per cycle, scaled to base-2 logits z (one key block of z lives on chip);
@@ -14,58 +14,15 @@
 
 #include "m3vit_burst.h"
 #include "m3vit_config.h"
+#include "m3vit_linear.h"
 #include "m3vit_mac.h"
 #include "m3vit_prims.h"
 
 namespace m3vit {
 
-// load_kv(scratch, kv): K rows and V rows (qkv region) of every token; V is transposed MAC_IN tokens at
-// a time through a small row buffer. One AXI word per cycle.
-inline void load_kv(const cfg::word_t* scratch, cfg::qkv_t kb[cfg::TOKENS][cfg::DIM],
-                    cfg::qkv_t vt[cfg::DIM][cfg::TOKENS_MI]) {
-    using namespace cfg;
-    M3VIT_LEDGER_PROCESS("load_kv");
-    static qkv_t vrows[MAC_IN][DIM];
-#pragma HLS ARRAY_PARTITION variable = vrows complete dim = 1
-KV_ROWS:
-    for (int t0 = 0; t0 < TOKENS; t0 += MAC_IN) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS_MI / MAC_IN
-        M3VIT_LEDGER_LOOP(KV_ROWS, t0 == 0, 2);
-        const int n = (TOKENS - t0 < MAC_IN) ? TOKENS - t0 : MAC_IN;
-    KV_ROW:
-        for (int t = 0; t < n; t++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_IN
-            M3VIT_LEDGER_LOOP(KV_ROW, t == 0, 2);
-            // K and V lanes of the token's qkv row (columns DIM … 3·DIM), one AXI word per cycle
-            const int L = AXI_BITS / QKV_CB;
-            const word_t* src = scratch + SCR_QKV + uint64_t(t0 + t) * STR_QKV3;
-        KV_SPLIT:
-            for (int i = DIM / L; i < (3 * DIM + L - 1) / L; i++) {
-#pragma HLS PIPELINE II = 1
-                M3VIT_LEDGER_PIPELINE(KV_SPLIT, i == DIM / L, 1, 4);
-                const word_t w = src[i];
-                for (int l = 0; l < L; l++) {
-#pragma HLS UNROLL
-                    const int c = i * L + l;
-                    const qkv_t v = qkv_t(lane_get<QKV_CB>(w, l));
-                    if (c >= DIM && c < 2 * DIM) kb[t0 + t][c - DIM] = v;
-                    if (c >= 2 * DIM && c < 3 * DIM) vrows[t][c - 2 * DIM] = v;
-                }
-            }
-        }
-    KV_TRANSPOSE:
-        for (int c = 0; c < DIM; c++) {
-#pragma HLS PIPELINE II = 1
-            M3VIT_LEDGER_PIPELINE(KV_TRANSPOSE, c == 0, 1, 2);
-            for (int t = 0; t < MAC_IN; t++) vt[c][t0 + t] = t < n ? vrows[t][c] : qkv_t(0);
-        }
-    }
-}
-
 // attn_head(q, ng, h, kv, acc, l, sat): one head of one query group: acc[mo][d] and l[mo] after the last
 // key block (the softmax state of docs/numerics.md §9), every key block through the MAC array.
-inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const cfg::qkv_t kb[cfg::TOKENS][cfg::DIM],
-                      const cfg::qkv_t vt[cfg::DIM][cfg::TOKENS_MI],
+inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const AttnKV& kv,
                       cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM], cfg::attn_l_t l[cfg::MAC_OUT],
                       SatCounters& sat) {
     using namespace cfg;
@@ -118,7 +75,7 @@ ATT_BLOCKS:
                 mac_a_t av[MAC_IN];
                 for (int mi = 0; mi < MAC_IN; mi++) {
                     const int d = hp * MAC_IN + mi;
-                    av[mi] = d < HEAD_DIM ? mac_a_t(kb[k0 + t][h * HEAD_DIM + d]) : mac_a_t(0);
+                    av[mi] = d < HEAD_DIM ? mac_a_t(kv.k[k0 + t][h * HEAD_DIM + d]) : mac_a_t(0);
                 }
                 mac_ps_t ps[MAC_OUT];
                 mac_array(wq, av, PK_QK, ph, ps);
@@ -184,7 +141,7 @@ ATT_BLOCKS:
                 mac_a_t av[MAC_IN];
                 for (int mi = 0; mi < MAC_IN; mi++) {
                     const int key = c * MAC_IN + mi;
-                    av[mi] = key < nb ? mac_a_t(vt[h * HEAD_DIM + d][k0 + key]) : mac_a_t(0);
+                    av[mi] = key < nb ? mac_a_t(kv.vt[h * HEAD_DIM + d][k0 + key]) : mac_a_t(0);
                 }
                 mac_ps_t ps[MAC_OUT];
                 mac_array(wp, av, PK_PV, ph, ps);
@@ -223,22 +180,14 @@ ATT_BLOCKS:
 
 // stage_attention(scratch, sat): ctx (region attn) = softmax(q·kᵀ) v per head, from the qkv region.
 // Scores saturate to 32 bits (class score), the context to the qkv format (class qkv).
-inline void stage_attention(cfg::word_t* scratch, SatCounters& sat) {
+inline void stage_attention(cfg::word_t* scratch, const AttnKV& kv, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("stage_attention");
-    // K and Vᵀ of the layer: URAM, MAC_IN elements per access
-    static qkv_t kb[TOKENS][DIM];
-    static qkv_t vt[DIM][TOKENS_MI];
-#pragma HLS BIND_STORAGE variable = kb type = ram_2p impl = uram
-#pragma HLS BIND_STORAGE variable = vt type = ram_2p impl = uram
-#pragma HLS ARRAY_RESHAPE variable = kb cyclic factor = MAC_IN dim = 2
-#pragma HLS ARRAY_RESHAPE variable = vt cyclic factor = MAC_IN dim = 2
     static qkv_t q[MAC_OUT][DIM];
     static qkv_t ctx[MAC_OUT][DIM];
     static ctx_acc_t acc[MAC_OUT][HEAD_DIM];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 1
     attn_l_t l[MAC_OUT];
-    load_kv(scratch, kb, vt);
 ATT_GROUPS:
     for (int q0 = 0; q0 < TOKENS; q0 += MAC_OUT) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = QUERY_GROUPS
@@ -253,7 +202,7 @@ ATT_GROUPS:
     ATT_HEADS:
         for (int h = 0; h < HEADS; h++) {
             M3VIT_LEDGER_LOOP(ATT_HEADS, h == 0, 4);
-            attn_head(q, ng, h, kb, vt, acc, l, sat);
+            attn_head(q, ng, h, kv, acc, l, sat);
         ATT_FINAL:  // 1 / l per query (a pipelined divider), then acc · R, MAC_OUT lanes per cycle
             for (int t = 0; t < ng; t++) {
 #pragma HLS PIPELINE II = 1

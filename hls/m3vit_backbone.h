@@ -15,25 +15,34 @@
 
 namespace m3vit {
 
-// run_block(b, task, weights, scratch, qs, sat): x ← block b(x) on the scratch region x.
-inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch, Queues& qs,
+// On-chip state shared by the stages: K/Vᵀ of the current block, the routing and the expert queues.
+struct BlockState {
+    AttnKV kv;
+    Routing rt;
+    Queues qs;
+};
+
+// run_block(b, task, weights, scratch, st, sat): x ← block b(x) on the scratch region x.
+inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch, BlockState& st,
                       SatCounters& sat) {
     using namespace cfg;
     // ledger steps: the names of m3vit.codegen.perf's step list (block<b>.kv, .attn, .queues, .expert<e>, ...)
     M3VIT_LEDGER_STEP("kv", -1);
-    run_stage(ST_QKV, b, task, weights, scratch, scratch, qs, sat);
+    run_stage(ST_KV, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
     M3VIT_LEDGER_STEP("attn", -1);
-    stage_attention(scratch, sat);
-    run_stage(ST_PROJ, b, task, weights, scratch, scratch, qs, sat);
+    run_stage(ST_Q, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+    stage_attention(scratch, st.kv, sat);
+    run_stage(ST_PROJ, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
     if (BLOCK_OFF[b].moe) {
-        run_stage(ST_ROUTER, b, task, weights, scratch, scratch, qs, sat);
-        route_layer(scratch, qs);
+        run_stage(ST_ROUTER, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+        M3VIT_LEDGER_STEP("queues", -1);
+        build_queues(st.rt, st.qs);
         M3VIT_LEDGER_STEP("experts", -1);
-        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, qs, sat);
+        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
     } else {
         M3VIT_LEDGER_STEP("mlp", -1);
-        run_stage(ST_FC1, b, task, weights, scratch, scratch, qs, sat);
-        run_stage(ST_FC2, b, task, weights, scratch, scratch, qs, sat);
+        run_stage(ST_FC1, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+        run_stage(ST_FC2, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
     }
 }
 
@@ -66,7 +75,9 @@ inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, u
                      cfg::word_t* output) {
     using namespace cfg;
 #pragma HLS ALLOCATION function instances = mac_array limit = 1
-    static Queues qs;
+    static BlockState st;
+#pragma HLS BIND_STORAGE variable = st.kv.k type = ram_2p impl = uram
+#pragma HLS BIND_STORAGE variable = st.kv.vt type = ram_2p impl = uram
     if (task >= unsigned(TASKS) || first_layer > last_layer || first_layer > unsigned(DEPTH)) return;
     const unsigned last = last_layer > unsigned(DEPTH) ? unsigned(DEPTH) : last_layer;
     SatCounters sat;
@@ -89,9 +100,9 @@ IMAGES:
             if (layer == first_layer && layer > 0) stage_copy(in, scratch + SCR_X, TOKEN_WORDS);
             M3VIT_LEDGER_LAYER(layer);
             if (layer == 0) {
-                run_stage(ST_EMBED, 0, task, weights, scratch, in, qs, sat);
+                run_stage(ST_EMBED, 0, task, weights, scratch, in, st.qs, st.kv, st.rt, sat);
             } else {
-                run_block(int(layer) - 1, task, weights, scratch, qs, sat);
+                run_block(int(layer) - 1, task, weights, scratch, st, sat);
             }
             M3VIT_LEDGER_LAYER(-1);
             sat_store(scratch, int(layer), sat, true);

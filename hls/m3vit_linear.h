@@ -50,7 +50,9 @@ inline void m3vit_note_event(int b, int compute, int end, int slot, int e) {
 namespace m3vit {
 
 // ------------------------------------------------------------------------------------------ stages
-enum Stage { ST_EMBED = 0, ST_QKV, ST_PROJ, ST_FC1, ST_FC2, ST_ROUTER, ST_EXPERTS };
+// ST_KV computes K and V (into the attention's on-chip buffers), ST_Q the queries: two stages over the
+// one QKV matrix, so that each weight group fits a slot.
+enum Stage { ST_EMBED = 0, ST_KV, ST_Q, ST_PROJ, ST_FC1, ST_FC2, ST_ROUTER, ST_EXPERTS };
 
 // The geometry and numerics of one stage's matmul (one fact per stage, read by every process).
 struct StageInfo {
@@ -68,7 +70,8 @@ inline StageInfo stage_info(int stage) {
     s.gelu = false;
     switch (stage) {
         case ST_EMBED: s.k = PATCH_DIM; s.n = DIM; s.shift = SH_PATCH; s.obits = ACT_BITS; s.packed = PK_PATCH; break;
-        case ST_QKV: s.k = DIM; s.n = 3 * DIM; s.shift = SH_QKV; s.obits = QKV_BITS; s.packed = PK_QKV; break;
+        case ST_KV:
+        case ST_Q: s.k = DIM; s.n = 3 * DIM; s.shift = SH_QKV; s.obits = QKV_BITS; s.packed = PK_QKV; break;
         case ST_PROJ: s.k = DIM; s.n = DIM; s.shift = SH_PROJ; s.obits = ACT_BITS; s.packed = PK_PROJ; break;
         case ST_FC1:
             s.k = DIM; s.n = MLP_HIDDEN; s.shift = SH_FC1; s.obits = HID_BITS; s.packed = PK_FC1; s.gelu = true;
@@ -86,11 +89,15 @@ inline StageInfo stage_info(int stage) {
 // Rows (tokens) a stage runs over: the patches for the embedding, every token otherwise.
 inline int stage_rows(int stage) { return stage == ST_EMBED ? cfg::PATCHES : cfg::TOKENS; }
 
-// A dense stage's jobs: output-tile chunks of at most SLOT_TILES / in-tiles out-tiles each.
+// A dense stage's jobs: its out-tiles [dense_ot0, dense_ot1) of the matrix in chunks of at most
+// SLOT_TILES / in-tiles out-tiles each. K and V are the QKV matrix's columns DIM … 3·DIM, Q the first DIM.
 inline int dense_it(int stage) { return (stage_info(stage).k + cfg::MAC_IN - 1) / cfg::MAC_IN; }
-inline int dense_ot(int stage) { return (stage_info(stage).n + cfg::MAC_OUT - 1) / cfg::MAC_OUT; }
+inline int dense_ot0(int stage) { return stage == ST_KV ? cfg::DIM / cfg::MAC_OUT : 0; }
+inline int dense_ot1(int stage) {
+    const int n = stage == ST_Q ? cfg::DIM : stage_info(stage).n;
+    return (n + cfg::MAC_OUT - 1) / cfg::MAC_OUT;
+}
 inline int dense_otc(int stage) { return cfg::SLOT_TILES / dense_it(stage); }
-inline int dense_jobs(int stage) { return (dense_ot(stage) + dense_otc(stage) - 1) / dense_otc(stage); }
 
 // One job as every process sees it: the output tiles [ot0, ot0 + ot_n) of the stage's matrix, or
 // expert `expert` with its queue entries [q0, q0 + n).
@@ -115,6 +122,21 @@ struct Queues {
     int n_used;
 };
 
+// K and Vᵀ of the current block, on chip: written by the K/V stage's writer, read by the attention
+// (m3vit_attention.h); V goes through a MAC_IN-row transposition buffer.
+struct AttnKV {
+    cfg::qkv_t k[cfg::TOKENS][cfg::DIM];
+    cfg::qkv_t vt[cfg::DIM][cfg::TOKENS_TT];
+    cfg::qkv_t vrows[cfg::TOKEN_TILE][cfg::DIM];
+};
+
+// Each token's experts and gates and the experts' queue lengths: written by the router stage's writer.
+struct Routing {
+    cfg::expert_t sel[cfg::TOKENS][cfg::TOP_K];
+    cfg::prob_t gsel[cfg::TOKENS][cfg::TOP_K];
+    int count[cfg::EXPERTS];
+};
+
 // ------------------------------------------------------------------------------------------ scheduler
 // job_list(stage, qs, jobs, n_jobs): the jobs of a stage in order.
 inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
@@ -135,9 +157,9 @@ inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
         }
         return n;
     }
-    const int ot = dense_ot(stage), otc = dense_otc(stage);
+    const int ot = dense_ot1(stage), otc = dense_otc(stage);
 JOBS_DENSE:
-    for (int o = 0; o < ot; o += otc) {
+    for (int o = dense_ot0(stage); o < ot; o += otc) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
         M3VIT_LEDGER_LOOP(JOBS_DENSE, o == 0, 2);
         jobs[n].ot0 = o;
@@ -223,7 +245,8 @@ inline StageWeights stage_weights(int stage, int b, unsigned task) {
     }
     const BlockOffsets o = BLOCK_OFF[b];
     switch (stage) {
-        case ST_QKV: s.w = o.qkv_w; s.b = o.qkv_b; break;
+        case ST_KV:
+        case ST_Q: s.w = o.qkv_w; s.b = o.qkv_b; break;
         case ST_PROJ: s.w = o.proj_w; s.b = o.proj_b; break;
         case ST_FC1: s.w = o.fc1_w; s.b = o.fc1_b; break;
         case ST_FC2: s.w = o.fc2_w; s.b = o.fc2_b; break;
@@ -333,7 +356,8 @@ READ_PIXELS:
 inline uint64_t stage_src(int stage) {
     using namespace cfg;
     switch (stage) {
-        case ST_QKV: return SCR_X;
+        case ST_KV: return SCR_X;
+        case ST_Q: return SCR_NORM1;
         case ST_PROJ: return SCR_ATTN;
         case ST_FC2: return SCR_HIDDEN;
         default: return SCR_ATTN_RES;  // FC1, router: LN2 of attn_res
@@ -348,8 +372,6 @@ inline void reader(int stage, const cfg::word_t* image, cfg::word_t* scratch, co
                    hls::stream_of_blocks<a_tile_t, 2>& as, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("reader");
-    act_t x[DIM];
-#pragma HLS ARRAY_PARTITION variable = x cyclic factor = LN_LANES
 READER_JOBS:
     for (int j = 0; j < n_jobs; j++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
@@ -360,11 +382,13 @@ READER_JOBS:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
             M3VIT_LEDGER_LOOP(READER_TILES, r0 == 0, 4);
             const int nt = (job.n - r0 < TOKEN_TILE) ? job.n - r0 : TOKEN_TILE;
-            hls::write_lock<a_tile_t> a(as);
+            hls::write_lock<a_tile_t> a_lock(as);
+            a_tile_t& a = a_lock;
+            const bool ln = stage == ST_KV || stage == ST_FC1 || stage == ST_ROUTER;
         READER_ROWS:
-            for (int t = 0; t < nt; t++) {
+            for (int t = 0; t < (ln ? 0 : nt); t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
-                M3VIT_LEDGER_LOOP(READER_ROWS, t == 0, 4);
+                M3VIT_LEDGER_LOOP(READER_ROWS, t == 0, 2);
                 const int r = r0 + t;
                 uint32_t again = 0;  // later jobs re-read the same pixels: count their clamps once
                 if (stage == ST_EMBED) {
@@ -385,14 +409,17 @@ READER_JOBS:
                 } else if (stage == ST_EXPERTS) {
                     const int tok = int(to_i64(qs.tok[job.q0 + r]));
                     read_row<NORM_CB>(scratch + SCR_NORM2 + uint64_t(tok) * STR_NORM, DIM, a, t);
-                } else {
-                    const uint64_t src = stage == ST_QKV ? SCR_X : SCR_ATTN_RES;
-                    const uint64_t dst = stage == ST_QKV ? SCR_NORM1 : SCR_NORM2;
-                    burst_read_elems<ACT_CB>(scratch + src + uint64_t(r) * STR_ACT, 0, DIM, x);
-                    layernorm_row(x, g, be, &a[t][0], j == 0 ? sat.c[SAT_NORM] : again);
-                    // the norm tap: written once (first job), read back by the experts' gather
-                    if (j == 0) burst_write_elems<NORM_CB>(scratch + dst + uint64_t(r) * STR_NORM, DIM, &a[t][0]);
+                } else if (stage == ST_Q) {
+                    read_row<NORM_CB>(scratch + SCR_NORM1 + uint64_t(r) * STR_NORM, DIM, a, t);
                 }
+            }
+            if (stage == ST_KV || stage == ST_FC1 || stage == ST_ROUTER) {
+                // LayerNorm on the way in (norm1 of x for K/V, norm2 of attn_res otherwise), and its tap
+                const uint64_t src = stage == ST_KV ? SCR_X : SCR_ATTN_RES;
+                const uint64_t dst = stage == ST_KV ? SCR_NORM1 : SCR_NORM2;
+                uint32_t again = 0;  // later jobs recompute the same rows: count their clamps once
+                layernorm_tile(scratch + src + uint64_t(r0) * STR_ACT, STR_ACT, nt, g, be, a,
+                               scratch + dst + uint64_t(r0) * STR_NORM, j == 0 ? sat.c[SAT_NORM] : again);
             }
         }
     }
@@ -507,7 +534,7 @@ MAC_JOBS:
                          sat.c[SAT_ACT]);
             } else {
                 mac_tile(w, bias, 0, a, nt, 0, job.ot_n, it1, si.n - job.ot0 * MAC_OUT, si.packed, si.shift, si.obits, si.gelu, y,
-                         sat.c[stage == ST_QKV ? SAT_QKV : stage == ST_FC1 ? SAT_HIDDEN : stage == ST_ROUTER ? SAT_LOGIT
+                         sat.c[stage == ST_KV || stage == ST_Q ? SAT_QKV : stage == ST_FC1 ? SAT_HIDDEN : stage == ST_ROUTER ? SAT_LOGIT
                                                                                                      : SAT_ACT]);
             }
         }
@@ -535,6 +562,83 @@ WRITE_ROW:
             lane_set<CB>(w, l, c < n ? to_i64(v[c]) : int64_t(0));
         }
         dst[i] = w;
+    }
+}
+
+// kv_store_row(y, c0, nc, tok, t, kv): output columns c0 … c0 + nc of token tok's QKV row: K columns into
+// the on-chip K buffer, V columns into row t of the tile's transposition buffer; MAC_IN lanes per cycle.
+inline void kv_store_row(const cfg::mac_y_t* y, int c0, int nc, int tok, int t, AttnKV& kv) {
+    using namespace cfg;
+KV_STORE:
+    for (int c = 0; c < nc; c += MAC_IN) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = Y_COLS / MAC_IN
+        M3VIT_LEDGER_PIPELINE(KV_STORE, c == 0, 1, 3);
+        for (int l = 0; l < MAC_IN; l++) {
+#pragma HLS UNROLL
+            const int col = c0 + c + l;
+            if (c + l < nc && col >= DIM && col < 2 * DIM) kv.k[tok][col - DIM] = qkv_t(y[c + l]);
+            if (c + l < nc && col >= 2 * DIM && col < 3 * DIM) kv.vrows[t][col - 2 * DIM] = qkv_t(y[c + l]);
+        }
+    }
+}
+
+// kv_transpose_tile(c0, nc, r0, nt, kv): the tile's V columns into rows of Vᵀ, one row (nt keys) per cycle.
+inline void kv_transpose_tile(int c0, int nc, int r0, int nt, AttnKV& kv) {
+    using namespace cfg;
+    const int v0 = c0 > 2 * DIM ? c0 : 2 * DIM;
+KV_TRANSPOSE:
+    for (int col = v0; col < c0 + nc; col++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = DIM
+        M3VIT_LEDGER_PIPELINE(KV_TRANSPOSE, col == v0, 1, 3);
+        for (int t = 0; t < TOKEN_TILE; t++) {
+#pragma HLS UNROLL
+            if (t < nt) kv.vt[col - 2 * DIM][r0 + t] = kv.vrows[t][col - 2 * DIM];
+        }
+    }
+}
+
+// route_token(lg, rt, tok): softmax gates over all experts of one logit row and the top-K experts by logit
+// (ties → lower expert index), into rt.sel[tok], rt.gsel[tok], and the experts' queue counts. Every expert
+// lane works in parallel (unrolled); one token per cycle when pipelined.
+inline void route_token(const cfg::mac_y_t* lg_row, Routing& rt, int tok) {
+    using namespace cfg;
+    logit_t lg[EXPERTS];
+    prob_t p[EXPERTS];
+    bool chosen[EXPERTS];
+#pragma HLS ARRAY_PARTITION variable = lg complete
+#pragma HLS ARRAY_PARTITION variable = p complete
+#pragma HLS ARRAY_PARTITION variable = chosen complete
+    logit_t mx = logit_t(lg_row[0]);
+    for (int e = 0; e < EXPERTS; e++) {
+#pragma HLS UNROLL
+        lg[e] = logit_t(lg_row[e]);
+        if (lg[e] > mx) mx = lg[e];
+        chosen[e] = false;
+    }
+    i64 sum = 0;
+    for (int e = 0; e < EXPERTS; e++) {
+#pragma HLS UNROLL
+        const i64 z = rshr<SH_ROUTER_Z>(i64(i64(lg[e]) - i64(mx)) * i64(C_ROUTER));
+        p[e] = exp2neg<FZ>(z, EXP2_TABLE);
+        sum += p[e];
+    }
+    i64 r;
+    int len;
+    recip(u64(sum), r, len);  // sum ≥ 2^15: the max logit contributes 2^15
+    for (int k = 0; k < TOP_K; k++) {
+#pragma HLS UNROLL
+        int best = -1;
+        for (int e = 0; e < EXPERTS; e++) {
+#pragma HLS UNROLL
+            // strict '>' while scanning upwards: among equal logits the lower index wins
+            if (!chosen[e] && (best < 0 || lg[e] > lg[best])) best = e;
+        }
+        chosen[best] = true;
+        rt.sel[tok][k] = expert_t(best);
+        rt.gsel[tok][k] = prob_t(rshr_rt<i64>(i64(p[best]) * r, len));
+        rt.count[best]++;
     }
 }
 
@@ -597,8 +701,9 @@ MOE_REQ:
 // (embedding: + position; proj: + x → attn_res; FC2: mlp tap and attn_res + mlp → x). Experts: every
 // result row times its gate into the token's exact accumulator (on chip); after the last expert the
 // MoE output mlp = REQ(A, 15) and x = SAT(attn_res + mlp).
-inline void writer(int stage, const cfg::word_t* weights, cfg::word_t* scratch, const Queues& qs,
-                   const Job jobs[], int n_jobs, hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
+inline void writer(int stage, const cfg::word_t* weights, cfg::word_t* scratch, const Queues& qs, AttnKV& kv,
+                   Routing& rt, const Job jobs[], int n_jobs, hls::stream_of_blocks<y_tile_t, 2>& ys,
+                   SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("writer");
     static moe_sum_t macc[TOKENS][DIM];  // the MoE accumulators: exact, on chip (URAM)
@@ -624,9 +729,8 @@ WRITER_JOBS:
         M3VIT_LEDGER_LOOP(WRITER_JOBS, j == 0, 4);
         const Job job = jobs[j];
         const int c0 = job.ot0 * MAC_OUT;
-        const int nc = stage == ST_EXPERTS ? DIM
-                       : (stage_info(stage).n - c0 < job.ot_n * MAC_OUT) ? stage_info(stage).n - c0
-                                                                         : job.ot_n * MAC_OUT;
+        const int n_out = stage == ST_Q ? DIM : stage_info(stage).n;
+        const int nc = stage == ST_EXPERTS ? DIM : (n_out - c0 < job.ot_n * MAC_OUT) ? n_out - c0 : job.ot_n * MAC_OUT;
     WRITER_TILES:
         for (int r0 = 0; r0 < job.n; r0 += TOKEN_TILE) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
@@ -659,8 +763,9 @@ WRITER_JOBS:
                     continue;
                 }
                 const mac_y_t* row = &y[t][0];
-                if (stage == ST_QKV) {
+                if (stage == ST_KV || stage == ST_Q) {  // the qkv tap (and the queries the attention reads)
                     write_row<QKV_CB>(scratch + SCR_QKV + uint64_t(r) * STR_QKV3 + c0 / (AXI_BITS / QKV_CB), nc, row);
+                    if (stage == ST_KV) kv_store_row(row, c0, nc, r, t, kv);
                 } else if (stage == ST_FC1) {
                     write_row<HID_CB>(scratch + SCR_HIDDEN + uint64_t(r) * STR_HID + c0 / (AXI_BITS / HID_CB), nc, row);
                 } else if (stage == ST_ROUTER) {
@@ -675,6 +780,16 @@ WRITER_JOBS:
                     const uint64_t dst = stage == ST_PROJ ? SCR_ATTN_RES : SCR_X;
                     if (stage == ST_FC2) write_row<ACT_CB>(scratch + SCR_MLP + uint64_t(tok) * STR_ACT + ca, nc, row);
                     residual_row(rsrc + ca, row, nc, scratch + dst + uint64_t(tok) * STR_ACT + ca, sat.c[SAT_ACT]);
+                }
+            }
+            if (stage == ST_KV) kv_transpose_tile(c0, nc, r0, nt, kv);
+            if (stage == ST_ROUTER) {
+            ROUTE_ROWS:  // the routing lanes: one token per cycle
+                for (int t = 0; t < nt; t++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
+                    M3VIT_LEDGER_PIPELINE(ROUTE_ROWS, t == 0, 1, 96);
+                    route_token(&y[t][0], rt, r0 + t);
                 }
             }
         }
@@ -694,15 +809,18 @@ WRITER_JOBS:
 // run_stage(stage, b, task, ...): one stage as a DATAFLOW region (jobs from the routing for experts).
 // Saturation counts of the processes are summed into `sat` after the region.
 inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch,
-                      const cfg::word_t* image, const Queues& qs, SatCounters& sat) {
+                      const cfg::word_t* image, const Queues& qs, AttnKV& kv, Routing& rt, SatCounters& sat) {
     using namespace cfg;
     Job jobs[MAX_JOBS];
     const int n_jobs = job_list(stage, qs, jobs);
+    if (stage == ST_ROUTER) {
+        for (int e = 0; e < EXPERTS; e++) rt.count[e] = 0;
+    }
     lnp_t g[DIM], be[DIM];
-    if (stage == ST_QKV || stage == ST_FC1 || stage == ST_ROUTER) {
+    if (stage == ST_KV || stage == ST_FC1 || stage == ST_ROUTER) {
         const BlockOffsets o = BLOCK_OFF[b];
-        burst_read_elems<LNP_CB>(weights + (stage == ST_QKV ? o.norm1_g : o.norm2_g), 0, DIM, g);
-        burst_read_elems<LNP_CB>(weights + (stage == ST_QKV ? o.norm1_b : o.norm2_b), 0, DIM, be);
+        burst_read_elems<LNP_CB>(weights + (stage == ST_KV ? o.norm1_g : o.norm2_g), 0, DIM, g);
+        burst_read_elems<LNP_CB>(weights + (stage == ST_KV ? o.norm1_b : o.norm2_b), 0, DIM, be);
     }
     SatCounters s_rd, s_mac, s_wr;
     sat_clear(s_rd);
@@ -717,7 +835,7 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
         M3VIT_PROCESS(loader, stage, b, task, weights, jobs, n_jobs, sw, sb);
         M3VIT_PROCESS(reader, stage, image, scratch, qs, g, be, jobs, n_jobs, as, s_rd);
         M3VIT_PROCESS(mac, stage, b, jobs, n_jobs, sw, sb, as, ys, s_mac);
-        M3VIT_PROCESS(writer, stage, weights, scratch, qs, jobs, n_jobs, ys, s_wr);
+        M3VIT_PROCESS(writer, stage, weights, scratch, qs, kv, rt, jobs, n_jobs, ys, s_wr);
     }
     for (int c = 0; c < SAT_NUM; c++) sat.c[c] += s_rd.c[c] + s_mac.c[c] + s_wr.c[c];
 }

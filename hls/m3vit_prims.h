@@ -126,6 +126,25 @@ ISQRT:
     return res;
 }
 
+// isqrt_unrolled(v): isqrt(v), the same 32 digit steps unrolled into one combinational chain, for a
+// caller that pipelines one square root per cycle (LayerNorm rows).
+inline u64 isqrt_unrolled(u64 v) {
+    u64 res = 0;
+    u64 bit = u64(1) << 62;
+    for (int i = 0; i < 32; i++) {
+#pragma HLS UNROLL
+        const u64 trial = res + bit;
+        if (v >= trial) {
+            v -= trial;
+            res = (res >> 1) + bit;
+        } else {
+            res = res >> 1;
+        }
+        bit = bit >> 2;
+    }
+    return res;
+}
+
 // bit_length(v): index of the highest set bit plus one (0 for v = 0). A priority encoder.
 inline int bit_length(u64 v) {
 #ifndef M3VIT_AP_TYPES

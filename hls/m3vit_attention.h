@@ -20,6 +20,25 @@
 
 namespace m3vit {
 
+// load_q_tile(q, ng, h, hp, wq): the stationary query tile of head h, pass hp (dims hp·MAC_IN …), padded
+// with zeros; SLOT_TILE_ROWS rows per cycle, like a weight tile.
+inline void load_q_tile(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, int hp,
+                        cfg::mac_w_t wq[cfg::MAC_OUT][cfg::MAC_IN]) {
+    using namespace cfg;
+ATT_Q_TILE:
+    for (int c = 0; c < SLOT_TILE_ROWS; c++) {
+#pragma HLS PIPELINE II = 1
+        M3VIT_LEDGER_PIPELINE(ATT_Q_TILE, c == 0, 1, 2);
+        for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++) {
+            const int mo = c * SLOT_ROW_TILE_ROWS + j;
+            for (int mi = 0; mi < MAC_IN; mi++) {
+                const int d = hp * MAC_IN + mi;
+                wq[mo][mi] = (mo < ng && d < HEAD_DIM) ? mac_w_t(q[mo][h * HEAD_DIM + d]) : mac_w_t(0);
+            }
+        }
+    }
+}
+
 // attn_head(q, ng, h, kv, acc, l, sat): one head of one query group: acc[mo][d] and l[mo] after the last
 // key block (the softmax state of docs/numerics.md §9), every key block through the MAC array.
 inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const AttnKV& kv,
@@ -53,18 +72,7 @@ ATT_BLOCKS:
     ATT_QK_PASSES:
         for (int hp = 0; hp < HD_PASSES; hp++) {
             M3VIT_LEDGER_LOOP(ATT_QK_PASSES, hp == 0, 2);
-        ATT_Q_TILE:  // the stationary query tile (this head pass), SLOT_TILE_ROWS rows per cycle
-            for (int c = 0; c < SLOT_TILE_ROWS; c++) {
-#pragma HLS PIPELINE II = 1
-                M3VIT_LEDGER_PIPELINE(ATT_Q_TILE, c == 0, 1, 2);
-                for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++) {
-                    const int mo = c * SLOT_ROW_TILE_ROWS + j;
-                    for (int mi = 0; mi < MAC_IN; mi++) {
-                        const int d = hp * MAC_IN + mi;
-                        wq[mo][mi] = (mo < ng && d < HEAD_DIM) ? mac_w_t(q[mo][h * HEAD_DIM + d]) : mac_w_t(0);
-                    }
-                }
-            }
+            if (HD_PASSES > 1 || first) load_q_tile(q, ng, h, hp, wq);
         ATT_QK:  // one key per cycle (two when q·k does not pack): MAC_OUT scores
             for (int i = 0; i < nb * qk_rate; i++) {
 #pragma HLS PIPELINE II = 1
@@ -114,6 +122,15 @@ ATT_BLOCKS:
                 psum[mo] += p;
             }
         }
+        // the block's rescale factor α = 2^(m - mnew) (2^15 when the max is unchanged), applied to l now and
+        // to acc as the last chunk's sums leave the array
+        prob_t alpha[MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = alpha complete
+        for (int mo = 0; mo < MAC_OUT; mo++) {
+#pragma HLS UNROLL
+            alpha[mo] = first ? prob_t(0) : exp2neg<FZ>(i64(m[mo]) - i64(mnew[mo]), EXP2_TABLE);
+            m[mo] = mnew[mo];
+        }
         const int p_cyc = (MAC_OUT * MAC_IN + EXP_LANES - 1) / EXP_LANES;
         const int chunk_len = per_chunk > p_cyc ? per_chunk : p_cyc;
         int c = 0, dd = 0;
@@ -147,7 +164,11 @@ ATT_BLOCKS:
                 mac_array(wp, av, PK_PV, ph, ps);
                 for (int mo = 0; mo < MAC_OUT; mo++) {
                     if (ph >= 0 && (mo & 1) != ph) continue;
-                    pv[d][mo] = c == 0 ? pv_acc_t(ps[mo]) : pv_acc_t(pv[d][mo] + ps[mo]);
+                    const pv_acc_t v = c == 0 ? pv_acc_t(ps[mo]) : pv_acc_t(pv[d][mo] + ps[mo]);
+                    pv[d][mo] = v;
+                    if (c == n_chunks - 1)  // the block's p·v is complete: fold it into the context accumulator
+                        acc[mo][d] = first ? ctx_acc_t(v)
+                                           : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][d]) * i64(alpha[mo])) + i64(v));
                 }
             }
             if (++dd == chunk_len) {
@@ -157,23 +178,9 @@ ATT_BLOCKS:
                     for (int mi = 0; mi < MAC_IN; mi++) wp[mo][mi] = wpn[mo][mi];
             }
         }
-        // the block's rescale: α = 2^(m - mnew) (2^15 when the max is unchanged), MAC_OUT lanes per cycle
-        prob_t alpha[MAC_OUT];
-#pragma HLS ARRAY_PARTITION variable = alpha complete
         for (int mo = 0; mo < MAC_OUT; mo++) {
 #pragma HLS UNROLL
-            alpha[mo] = first ? prob_t(0) : exp2neg<FZ>(i64(m[mo]) - i64(mnew[mo]), EXP2_TABLE);
             l[mo] = first ? attn_l_t(psum[mo]) : attn_l_t(rshr<PROB_FRAC>(i64(l[mo]) * i64(alpha[mo])) + i64(psum[mo]));
-            m[mo] = mnew[mo];
-        }
-    ATT_RESCALE:
-        for (int d = 0; d < HEAD_DIM; d++) {
-#pragma HLS PIPELINE II = 1
-            M3VIT_LEDGER_PIPELINE(ATT_RESCALE, d == 0, 1, 6);
-            for (int mo = 0; mo < MAC_OUT; mo++) {
-                acc[mo][d] = first ? ctx_acc_t(pv[d][mo])
-                                   : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][d]) * i64(alpha[mo])) + i64(pv[d][mo]));
-            }
         }
     }
 }

@@ -236,7 +236,9 @@ def parse_project(src: Path, extra_args: tuple[str, ...] = ()):
     # define __SYNTHESIS__ for the kernels (the include guards keep ap_int.h from being read again).
     shim = str(src / "__hls_lint_prelude.h")  # an in-memory file: nothing is written into the project
     prelude = "#undef __SYNTHESIS__\n#include <ap_int.h>\n#define __SYNTHESIS__ 1\n"
-    args = ["-x", "c++", "-std=c++14", f"-I{src}", f"-I{ap_types_dir()}", *_system_includes(),
+    # M3VIT_HLS_LINT: m3vit_dataflow.h gives hls::stream_of_blocks the declarations of src/m3vit_blocks.h,
+    # since Vitis' <hls_streamofblocks.h> is not here
+    args = ["-x", "c++", "-std=c++14", "-DM3VIT_HLS_LINT", f"-I{src}", f"-I{ap_types_dir()}", *_system_includes(),
             "-include", shim, *extra_args]
     tu = ci.Index.create().parse(str(src / f"{TOP_NAME}.cpp"), args=args, unsaved_files=[(shim, prelude)])
     errors = [d for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]

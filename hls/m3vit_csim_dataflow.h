@@ -12,6 +12,11 @@
 //   process spinning on empty()/full()), it fails too. Either way m3vit::csim::DataflowError names every
 //   waiting process with its stream (name, fill/depth). Leftover data in a stream the region read from is
 //   an error at the region's end. Everything runs under one mutex: C simulation favours clarity over speed.
+// * hls::stream_of_blocks<B, D> (the classes of m3vit_blocks.h over BlockChannel below): exactly D heap
+//   blocks; a write_lock waits while every block is written-but-unread or locked, a read_lock while none is
+//   written. It takes part in the deadlock report ("stream_of_blocks 'slots' (1 written, 1 locked/2)") and
+//   the leftover check (written blocks nobody read) like a stream; outside a region a lock that would wait
+//   throws. m3vit_blocks.h needs src/ on the include path (the C-sim builds have -Isrc -Itb).
 #ifndef M3VIT_CSIM_DATAFLOW_H
 #define M3VIT_CSIM_DATAFLOW_H
 

@@ -16,8 +16,9 @@ import pytest
 
 from m3vit.codegen import perf
 from m3vit.codegen.hls import CSIM_DEFINES, LEDGER_DEFINE
+from m3vit.sim.csim import CXX, ap_types_dir
 from tests.conftest import REPO_ROOT
-from tests.hls_build import build_cached
+from tests.hls_build import HLS_DIR, build_cached
 
 TB = REPO_ROOT / "tests" / "csim" / "blocks_tb.cpp"
 HEADERS = ("m3vit_dataflow.h", "m3vit_blocks.h", "m3vit_csim_dataflow.h", "m3vit_ledger.h", "m3vit_csim_ledger.h")
@@ -114,7 +115,8 @@ def test_depth_two_writes_the_next_block_while_one_is_read(builds) -> None:
     ev = events(proc.stdout)
     check_protocol(ev, n)
     pos = {e: i for i, e in enumerate(ev)}
-    assert all(pos[("R+", j)] < pos[("W-", j + 1)] < pos[("R-", j)] for j in range(n - 1))
+    # block j+1 was written (its release follows the W- entry) before block j's read lock let go
+    assert all(pos[("W-", j + 1)] < pos[("R-", j)] for j in range(n - 1))
     proc = run(builds["fifo"], "overlap", 1, n)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     msg = proc.stdout.strip()
@@ -163,3 +165,28 @@ def test_ledger_records_the_loops_inside_locks(builds) -> None:
     assert set(procs) == {"loader", "compute"} and all(p.region == "load_compute" for p in procs.values())
     assert led.trip_counts() == {"LOAD": {n}, "FILL_R": {ROWS}, "FILL_C": {COLS}, "COMPUTE": {n}, "SUM_R": {ROWS},
                                  "SUM_C": {COLS}}
+
+
+@pytest.mark.parametrize(
+    ("defines", "expect"),
+    [
+        ([], "model"),  # plain g++ over hls4ml's headers: the sequential model
+        (["M3VIT_CSIM_FIFO"], "bounded"),
+        (["__VITIS_HLS__"], "vitis"),  # Vitis' C simulation and synthesis
+        (["__SYNTHESIS__"], "vitis"),
+        (["__SYNTHESIS__", "M3VIT_HLS_LINT"], "model"),  # the libclang lint (Vitis' header is absent)
+    ],
+)
+def test_each_build_gets_one_implementation(tmp_path, defines, expect) -> None:
+    """m3vit_dataflow.h picks Vitis' header (here a stand-in that defines a marker) only for Vitis builds, and never
+    together with the model, so the hls:: names are defined once."""
+    (tmp_path / "hls_streamofblocks.h").write_text("#define VITIS_STREAMOFBLOCKS_STAND_IN 1\n")
+    (tmp_path / "t.cpp").write_text('#include "m3vit_dataflow.h"\n')
+    proc = subprocess.run([CXX, "-E", "-dM", "-std=c++14", *(f"-D{d}" for d in defines), f"-I{HLS_DIR}",
+                           f"-I{ap_types_dir()}", f"-I{tmp_path}", str(tmp_path / "t.cpp")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    macros = {ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("#define ")}
+    got = {"vitis": "VITIS_STREAMOFBLOCKS_STAND_IN" in macros, "model": "M3VIT_BLOCKS_H" in macros,
+           "bounded": "M3VIT_CSIM_DATAFLOW_H" in macros}
+    assert got == {"vitis": expect == "vitis", "model": expect in ("model", "bounded"), "bounded": expect == "bounded"}

@@ -17,11 +17,12 @@ template instantiations included, with their concrete types — and checks:
 * ``datapath``: no ``float`` / ``double``, ``hls_math``, recursion, ``new`` / ``malloc``, or ap_int wider
   than 4096 bits;
 * ``fit``: the resource inventory — every on-chip array (statics, locals of at least
-  :data:`INVENTORY_MIN_BITS`, tables) with its ``ARRAY_PARTITION`` / ``ARRAY_RESHAPE`` / ``BIND_STORAGE``
-  pragmas → banks × width × depth → BRAM36 / URAM / LUTRAM by :func:`m3vit.codegen.perf.place_buffers`
-  (the rule of ``perf.resources``), and every variable multiplier (distinct instantiations × unrolled lanes,
-  after ``ALLOCATION`` limits) → DSP48E2 by :func:`m3vit.codegen.perf.macs_per_dsp` — against 80 % of the
-  board, one finding per resource over it;
+  :data:`INVENTORY_MIN_BITS`, tables; an ``hls::stream_of_blocks<block, depth>`` is ``depth`` arrays of its
+  block type, its C-simulation model's members are never counted) with its ``ARRAY_PARTITION`` /
+  ``ARRAY_RESHAPE`` / ``BIND_STORAGE`` pragmas → banks × width × depth → BRAM36 / URAM / LUTRAM by
+  :func:`m3vit.codegen.perf.place_buffers` (the rule of ``perf.resources``), and every variable multiplier
+  (distinct instantiations × unrolled lanes, after ``ALLOCATION`` limits) → DSP48E2 by
+  :func:`m3vit.codegen.perf.macs_per_dsp` — against 80 % of the board, one finding per resource over it;
 * ``perf``: the inventory equals ``perf.resources`` (DSP, BRAM36, URAM) for the same config.
 
 What it cannot know (timing, the II Vitis reaches, its real resource counts) is in docs/hls.md. The lint

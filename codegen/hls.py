@@ -57,6 +57,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "hls"
 KERNEL_HEADERS = (
     "m3vit_types.h",
     "m3vit_ledger.h",
+    "m3vit_blocks.h",
     "m3vit_dataflow.h",
     "m3vit_prims.h",
     "m3vit_burst.h",

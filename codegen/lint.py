@@ -17,11 +17,12 @@ template instantiations included, with their concrete types — and checks:
 * ``datapath``: no ``float`` / ``double``, ``hls_math``, recursion, ``new`` / ``malloc``, or ap_int wider
   than 4096 bits;
 * ``fit``: the resource inventory — every on-chip array (statics, locals of at least
-  :data:`INVENTORY_MIN_BITS`, tables) with its ``ARRAY_PARTITION`` / ``ARRAY_RESHAPE`` / ``BIND_STORAGE``
-  pragmas → banks × width × depth → BRAM36 / URAM / LUTRAM by :func:`m3vit.codegen.perf.place_buffers`
-  (the rule of ``perf.resources``), and every variable multiplier (distinct instantiations × unrolled lanes,
-  after ``ALLOCATION`` limits) → DSP48E2 by :func:`m3vit.codegen.perf.macs_per_dsp` — against 80 % of the
-  board, one finding per resource over it;
+  :data:`INVENTORY_MIN_BITS`, tables; an ``hls::stream_of_blocks<block, depth>`` is ``depth`` arrays of its
+  block type, its C-simulation model's members are never counted) with its ``ARRAY_PARTITION`` /
+  ``ARRAY_RESHAPE`` / ``BIND_STORAGE`` pragmas → banks × width × depth → BRAM36 / URAM / LUTRAM by
+  :func:`m3vit.codegen.perf.place_buffers` (the rule of ``perf.resources``), and every variable multiplier
+  (distinct instantiations × unrolled lanes, after ``ALLOCATION`` limits) → DSP48E2 by
+  :func:`m3vit.codegen.perf.macs_per_dsp` — against 80 % of the board, one finding per resource over it;
 * ``perf``: the inventory equals ``perf.resources`` (DSP, BRAM36, URAM) for the same config.
 
 What it cannot know (timing, the II Vitis reaches, its real resource counts) is in docs/hls.md. The lint
@@ -236,7 +237,9 @@ def parse_project(src: Path, extra_args: tuple[str, ...] = ()):
     # define __SYNTHESIS__ for the kernels (the include guards keep ap_int.h from being read again).
     shim = str(src / "__hls_lint_prelude.h")  # an in-memory file: nothing is written into the project
     prelude = "#undef __SYNTHESIS__\n#include <ap_int.h>\n#define __SYNTHESIS__ 1\n"
-    args = ["-x", "c++", "-std=c++14", f"-I{src}", f"-I{ap_types_dir()}", *_system_includes(),
+    # M3VIT_HLS_LINT: m3vit_dataflow.h gives hls::stream_of_blocks the declarations of src/m3vit_blocks.h,
+    # since Vitis' <hls_streamofblocks.h> is not here
+    args = ["-x", "c++", "-std=c++14", "-DM3VIT_HLS_LINT", f"-I{src}", f"-I{ap_types_dir()}", *_system_includes(),
             "-include", shim, *extra_args]
     tu = ci.Index.create().parse(str(src / f"{TOP_NAME}.cpp"), args=args, unsaved_files=[(shim, prelude)])
     errors = [d for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
@@ -332,7 +335,8 @@ class _Walker:
         self.ci = _clang()
         self.tu, self.src, self.cfg = tu, src.resolve(), cfg
         self.findings: list[Finding] = []
-        self.arrays: dict[str, tuple[int, tuple[int, ...], list[Pragma]]] = {}  # elem bits, dims
+        # elem bits, dims, pragmas, copies (a stream of blocks: its depth in blocks of dims)
+        self.arrays: dict[str, tuple[int, tuple[int, ...], list[Pragma], int]] = {}
         self.muls: dict[str, list[tuple[str, int, int, int]]] = {}  # fn usr → (where, a, b, lanes)
         self.fn_names: dict[str, str] = {}
         self.fn_pragmas: dict[str, list[Pragma]] = {}
@@ -701,23 +705,42 @@ class _Walker:
         static = d.storage_class == self.ci.StorageClass.STATIC
         can = d.type.get_canonical()
         pragmas = [p for p in fn.pragmas if p.get("variable") == d.spelling]
+        blocks = self.stream_of_blocks(can)
+        if blocks is not None:  # Vitis makes `depth` buffers of the block (a C-sim model's members never count)
+            self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (blocks[0], blocks[1], pragmas, blocks[2])
+            return
         if can.kind == K.RECORD and static:
             for f in can.get_fields():
                 s = self.shape(f.type)
                 if s:
-                    self.arrays[f"{fn.name}::{d.spelling}.{f.spelling}#{fn.usr}"] = (s[0], s[1], [])
+                    self.arrays[f"{fn.name}::{d.spelling}.{f.spelling}#{fn.usr}"] = (s[0], s[1], [], 1)
             return
         s = self.shape(d.type)
         if s is None:
             return
         bits = s[0] * math.prod(s[1])
         if static or bits >= INVENTORY_MIN_BITS:
-            self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (s[0], s[1], pragmas)
+            self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (s[0], s[1], pragmas, 1)
+
+    def stream_of_blocks(self, can) -> tuple[int, tuple[int, ...], int] | None:
+        """(element bits, block dims, depth) of an ``hls::stream_of_blocks<block, depth>`` (depth 2 by default),
+        else None."""
+        if can.kind != self.ci.TypeKind.RECORD:
+            return None
+        d = can.get_declaration()
+        parent = d.semantic_parent
+        if d.spelling != "stream_of_blocks" or parent is None or parent.spelling != "hls":
+            return None
+        n = d.get_num_template_arguments()
+        s = self.shape(d.get_template_argument_type(0)) if n >= 1 else None
+        if s is None:
+            return None
+        return s[0], s[1], int(d.get_template_argument_value(1)) if n >= 2 else 2
 
     def table(self, ref) -> None:
         s = self.shape(ref.type)
         if s is not None:
-            self.arrays[f"cfg::{ref.spelling}#table"] = (s[0], s[1], [])
+            self.arrays[f"cfg::{ref.spelling}#table"] = (s[0], s[1], [], 1)
 
     def access(self, c, fn: _Fn, loops: list[_Loop], conds: list) -> None:
         kids = list(c.get_children())
@@ -968,11 +991,12 @@ def _inventory(w: _Walker, board) -> list[ArrayUse]:
     bufs: list[Buffer] = []
     bound: dict[str, str] = {}
     meta = {}
-    for key, (elem_bits, dims, pragmas) in sorted(w.arrays.items()):
+    for key, (elem_bits, dims, pragmas, copies) in sorted(w.arrays.items()):
         shape = _banks(elem_bits, dims, pragmas)
         if shape is None:
             continue
         banks, width, depth = shape
+        banks *= copies
         name = key.split("#")[0]
         if any(m[0] == name for m in meta.values()):
             name = f"{name}#{len(meta)}"

@@ -12,6 +12,11 @@
 //   process spinning on empty()/full()), it fails too. Either way m3vit::csim::DataflowError names every
 //   waiting process with its stream (name, fill/depth). Leftover data in a stream the region read from is
 //   an error at the region's end. Everything runs under one mutex: C simulation favours clarity over speed.
+// * hls::stream_of_blocks<B, D> (the classes of m3vit_blocks.h over BlockChannel below): exactly D heap
+//   blocks; a write_lock waits while every block is written-but-unread or locked, a read_lock while none is
+//   written. It takes part in the deadlock report ("stream_of_blocks 'slots' (1 written, 1 locked/2)") and
+//   the leftover check (written blocks nobody read) like a stream; outside a region a lock that would wait
+//   throws. m3vit_blocks.h needs src/ on the include path (the C-sim builds have -Isrc -Itb).
 #ifndef M3VIT_CSIM_DATAFLOW_H
 #define M3VIT_CSIM_DATAFLOW_H
 
@@ -81,9 +86,16 @@ class StreamBase {
    public:
     virtual ~StreamBase() {}
     virtual size_t fill_locked() const = 0;
+    // Whether a write would wait (a stream: fill == depth; a stream of blocks: no free block).
+    virtual bool full_locked() const { return fill_locked() >= size_t(depth_); }
+    // "stream 'name' (fill/depth)", for the deadlock report.
+    virtual std::string describe_locked() const {
+        return "stream '" + name_ + "' (" + std::to_string(fill_locked()) + "/" + std::to_string(depth_) + ")";
+    }
+    // What fill_locked() counts, for the leftover report.
+    virtual const char* unit() const { return "item(s)"; }
     int depth() const { return depth_; }
     const std::string& name() const { return name_; }
-    bool full_locked() const { return fill_locked() >= size_t(depth_); }
     void set_depth_(int n, const char* var) {
         if (n < 1) throw DataflowError("stream '" + std::string(var) + "': depth must be >= 1, got " + std::to_string(n));
         depth_ = n;
@@ -185,7 +197,7 @@ class Region {
         std::ostringstream left;
         for (const detail::StreamBase* s : read_) {
             const size_t fill = s->fill_locked();
-            if (fill) left << (left.tellp() > 0 ? ", " : "") << "'" << s->name() << "' (" << fill << " item(s))";
+            if (fill) left << (left.tellp() > 0 ? ", " : "") << "'" << s->name() << "' (" << fill << " " << s->unit() << ")";
         }
         if (left.tellp() > 0)
             throw DataflowError("dataflow region '" + std::string(name_) + "' ended with data left in " + left.str());
@@ -246,8 +258,7 @@ class Region {
             const Waiter& w = state_[i];
             if (w.done || !w.blocked) continue;
             os << (any ? ";" : "") << " process " << procs_[i].first << " waits "
-               << (w.writing ? "writing full" : "reading empty") << " stream '" << w.stream->name() << "' ("
-               << w.stream->fill_locked() << "/" << w.stream->depth() << ")";
+               << (w.writing ? "writing full " : "reading empty ") << w.stream->describe_locked();
             any = true;
         }
         for (size_t i = 0; i < state_.size(); i++)
@@ -370,6 +381,128 @@ class stream : public stream<T, 0> {
 };
 
 }  // namespace hls
+
+// hls::stream_of_blocks / write_lock / read_lock: the classes of m3vit_blocks.h over the bounded channel below
+namespace m3vit {
+namespace csim {
+namespace detail {
+template <class B>
+class BlockChannel;
+}  // namespace detail
+}  // namespace csim
+}  // namespace m3vit
+#define M3VIT_BLOCKS_CHANNEL ::m3vit::csim::detail::BlockChannel
+#include "m3vit_blocks.h"
+
+namespace m3vit {
+namespace csim {
+namespace detail {
+
+// The bounded channel of hls::stream_of_blocks<B, D> (m3vit_blocks.h builds the hls:: classes on it):
+// exactly D heap blocks. Inside a running region a write_lock waits while every block is written-but-unread
+// or locked, a read_lock while none is written; outside one (testbench code) either throws instead of
+// waiting. fill_locked() counts written-but-unread blocks: the deadlock report and the leftover check of the
+// region treat them like the items of a stream.
+template <class B>
+class BlockChannel : public StreamBase {
+   public:
+    BlockChannel(const char* name, int depth) : StreamBase(name, depth) {
+        if (depth < 1) throw DataflowError(label() + ": depth must be >= 1, got " + std::to_string(depth));
+    }
+    BlockChannel(const BlockChannel&) = delete;
+    BlockChannel& operator=(const BlockChannel&) = delete;
+
+    void set_name_(const char* name) {
+        std::lock_guard<std::mutex> lk(mutex());
+        name_ = name;
+    }
+
+    size_t fill_locked() const override { return pool_.written(); }
+    bool full_locked() const override { return pool_.written() + pool_.held() >= size_t(depth_); }
+    std::string describe_locked() const override {
+        return "stream_of_blocks '" + name_ + "' (" + std::to_string(pool_.written()) + " written, " +
+               std::to_string(pool_.held()) + " locked/" + std::to_string(depth_) + ")";
+    }
+    const char* unit() const override { return "block(s)"; }
+
+    B& write_acquire() {
+        std::unique_lock<std::mutex> lk(mutex());
+        if (pool_.writing()) throw DataflowError(label() + ": write_lock while another write_lock on it is held");
+        const ThreadSlot s = slot();
+        if (s.region) {
+            while (full_locked()) s.region->wait_locked(lk, s.index, this, true);
+            s.region->progress_locked();
+        } else if (full_locked()) {
+            throw DataflowError("write_lock on full " + label() + " outside a running dataflow region");
+        }
+        B& b = pool_.take_for_write();
+        cond().notify_all();
+        return b;
+    }
+
+    void write_release() {
+        std::lock_guard<std::mutex> lk(mutex());
+        pool_.finish_write();
+        const ThreadSlot s = slot();
+        if (s.region) s.region->progress_locked();
+        cond().notify_all();
+    }
+
+    B& read_acquire() {
+        std::unique_lock<std::mutex> lk(mutex());
+        if (pool_.reading()) throw DataflowError(label() + ": read_lock while another read_lock on it is held");
+        const ThreadSlot s = slot();
+        if (s.region) {
+            s.region->note_read_locked(this);
+            while (!pool_.written()) s.region->wait_locked(lk, s.index, this, false);
+            s.region->progress_locked();
+        } else if (!pool_.written()) {
+            throw DataflowError("read_lock on empty " + label() + " outside a running dataflow region");
+        }
+        B& b = pool_.take_for_read();
+        cond().notify_all();
+        return b;
+    }
+
+    void read_release() {
+        std::lock_guard<std::mutex> lk(mutex());
+        pool_.finish_read();
+        const ThreadSlot s = slot();
+        if (s.region) s.region->progress_locked();
+        cond().notify_all();
+    }
+
+    bool empty() const {
+        std::lock_guard<std::mutex> lk(mutex());
+        poll_locked();
+        return !pool_.written();
+    }
+    bool full() const {
+        std::lock_guard<std::mutex> lk(mutex());
+        poll_locked();
+        return full_locked();
+    }
+    // blocks allocated so far (at most the depth)
+    size_t allocated() const {
+        std::lock_guard<std::mutex> lk(mutex());
+        return pool_.allocated();
+    }
+
+   private:
+    std::string label() const {
+        return name_.empty() ? std::string("<unnamed stream_of_blocks>") : "stream_of_blocks '" + name_ + "'";
+    }
+    void poll_locked() const {
+        const ThreadSlot s = slot();
+        if (s.region) s.region->check_locked();
+    }
+    ::m3vit::blocks::Pool<B> pool_;
+};
+
+}  // namespace detail
+}  // namespace csim
+}  // namespace m3vit
+
 
 // The region and process macros of m3vit_dataflow.h, C-simulation versions.
 #define M3VIT_STREAM_DEPTH(var, n) (var).set_depth_((n), #var)

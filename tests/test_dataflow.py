@@ -21,7 +21,7 @@ from tests.hls_build import build_cached
 
 TB = REPO_ROOT / "tests" / "csim" / "dataflow_tb.cpp"
 N = 16  # items through the kernel; join needs b to hold N - 1 of them (the "ok" build declares 15)
-HEADERS = ("m3vit_dataflow.h", "m3vit_csim_dataflow.h", "m3vit_ledger.h", "m3vit_csim_ledger.h")
+HEADERS = ("m3vit_dataflow.h", "m3vit_blocks.h", "m3vit_csim_dataflow.h", "m3vit_ledger.h", "m3vit_csim_ledger.h")
 HANG_GUARD_S = 120
 
 

@@ -267,6 +267,62 @@ def test_planted_inventory_mismatch_is_caught(tmp_path, tiny_project) -> None:
                                            f"lint counts {4 + bram36(16, 4096)} bram36, the performance model 4"]
 
 
+# A loader → compute DATAFLOW pair handing weight slots over through hls::stream_of_blocks (m3vit_dataflow.h):
+# the lint parses it with the C-sim model's declarations (no Vitis header here).
+BLOCKS_HELPERS = """
+typedef ap_int<16> slot_t[64][512];
+void loader(const word_t* w, hls::stream_of_blocks<slot_t>& slots, int n) {
+LOAD:
+    for (int e = 0; e < n; e++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 8
+        hls::write_lock<slot_t> slot(slots);
+    FILL:
+        for (int i = 0; i < 64 * 512; i++) {
+#pragma HLS PIPELINE II = 1
+            slot[i / 512][i % 512] = w[i];
+        }
+    }
+}
+void compute(hls::stream_of_blocks<slot_t>& slots, word_t* out, int n) {
+    ap_int<32> s = 0;
+USE:
+    for (int e = 0; e < n; e++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 8
+        hls::read_lock<slot_t> slot(slots);
+    SUM:
+        for (int i = 0; i < 512; i++) {
+#pragma HLS PIPELINE II = 1
+            s += slot[e & 63][i];
+        }
+    }
+OUT:
+    for (int i = 0; i < 1; i++) {
+#pragma HLS PIPELINE II = 1
+        out[i] = s;
+    }
+}"""
+
+
+@pytest.mark.parametrize(("decl", "bind", "copies"), [("hls::stream_of_blocks<slot_t, 3>", False, 3),
+                                                        ("hls::stream_of_blocks<slot_t>", True, 2)])
+def test_stream_of_blocks_counts_depth_blocks(tmp_path, tiny_project, decl, bind, copies) -> None:
+    """A stream of blocks is `depth` memories of its block type (Vitis' buffers); the model's containers are not
+    arrays, and every check but the model comparison passes."""
+    body = (f"    {decl} slots;\n    M3VIT_BLOCKS_NAME(slots);\n"
+            + ("#pragma HLS BIND_STORAGE variable = slots type = ram_2p impl = uram\n" if bind else "")
+            + "    M3VIT_DATAFLOW_REGION(\"moe\") {\n"
+              "        M3VIT_PROCESS(loader, weights, slots, int(num_images));\n"
+              "        M3VIT_PROCESS(compute, slots, output, int(num_images));\n    }\n")
+    r = lint(tmp_path, tiny_project, body, helpers=BLOCKS_HELPERS, includes='#include "m3vit_dataflow.h"')
+    assert [f for f in r.failures() if f.check != "perf"] == []
+    (slots,) = r.arrays
+    assert slots.name == "m3vit_top::slots" and (slots.banks, slots.width, slots.depth) == (copies, 16, 64 * 512)
+    if bind:  # a URAM is 72 x 4096: 8 per 16 x 32768 buffer
+        assert (slots.kind, slots.uram, slots.bram36) == ("uram", copies * 8, 0)
+    else:
+        assert (slots.kind, slots.bram36, slots.uram) == ("bram", copies * bram36(16, 64 * 512), 0)
+
+
 def test_fit_one_line_per_resource_over_the_board(tmp_path, tiny_project) -> None:
     def body(lanes: int) -> str:  # `lanes` variable 16 x 16 products: one DSP each
         return (f"ap_int<16> x[{lanes}];\n#pragma HLS ARRAY_PARTITION variable = x complete\nap_int<48> s = 0;\n"

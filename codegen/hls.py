@@ -62,7 +62,6 @@ KERNEL_HEADERS = (
     "m3vit_prims.h",
     "m3vit_burst.h",
     "m3vit_dsp_pack.h",
-    "m3vit_sob_interim.h",
     "m3vit_mac.h",
     "m3vit_layernorm.h",
     "m3vit_linear.h",

@@ -19,7 +19,6 @@
 #include "m3vit_layernorm.h"
 #include "m3vit_mac.h"
 #include "m3vit_prims.h"
-#include "m3vit_sob_interim.h"
 
 #ifndef __SYNTHESIS__
 // C simulation only: how often each expert's weights were fetched (checked by the tests: once per
@@ -826,10 +825,14 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
     sat_clear(s_rd);
     sat_clear(s_mac);
     sat_clear(s_wr);
-    hls::stream_of_blocks<slot_w_t, 2> sw;
+    hls::stream_of_blocks<slot_w_t, 2> sw;  // the two weight slots (ping-pong)
     hls::stream_of_blocks<slot_b_t, 2> sb;
-    hls::stream_of_blocks<a_tile_t, 2> as;
-    hls::stream_of_blocks<y_tile_t, 2> ys;
+    hls::stream_of_blocks<a_tile_t, 2> as;  // activation tiles
+    hls::stream_of_blocks<y_tile_t, 2> ys;  // output tiles
+    M3VIT_BLOCKS_NAME(sw);
+    M3VIT_BLOCKS_NAME(sb);
+    M3VIT_BLOCKS_NAME(as);
+    M3VIT_BLOCKS_NAME(ys);
 #pragma HLS BIND_STORAGE variable = sw type = ram_2p impl = bram
     M3VIT_DATAFLOW_REGION("stage") {
         M3VIT_PROCESS(loader, stage, b, task, weights, jobs, n_jobs, sw, sb);

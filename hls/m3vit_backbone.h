@@ -62,19 +62,25 @@ inline void sat_store(cfg::word_t* scratch, int layer, const SatCounters& sat, b
     dma_write<32>(scratch + SCR_SAT + uint64_t(layer) * STR_SAT, 0, SAT_NUM, row);
 }
 
-// backbone(...): the whole accelerator; see the file comment for the layer range. Invalid arguments
-// (task ≥ TASKS, first > last, first > DEPTH) make it return without touching memory; last is clamped
-// to DEPTH.
+// backbone(...): the whole accelerator; see the file comment for the layer range. `status` is written
+// first: STATUS_OK and the run, or the OR of the STATUS_* causes (num_images outside [1, MAX_IMAGES],
+// task ≥ TASKS, first or last layer > DEPTH, first > last) and a return that touches no memory.
 inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, unsigned last_layer,
                      const cfg::word_t* weights, cfg::word_t* scratch, const cfg::word_t* input,
-                     cfg::word_t* output) {
+                     cfg::word_t* output, unsigned& status) {
     using namespace cfg;
     static wgt_t wbuf[WBUF_TILES][MAC_OUT][MAC_IN];
     static bias_t bbuf[WBUF_OUT];
 #pragma HLS ARRAY_PARTITION variable = wbuf dim = 2 complete
 #pragma HLS ARRAY_RESHAPE variable = wbuf dim = 3 complete
-    if (task >= unsigned(TASKS) || first_layer > last_layer || first_layer > unsigned(DEPTH)) return;
-    const unsigned last = last_layer > unsigned(DEPTH) ? unsigned(DEPTH) : last_layer;
+    const unsigned refused = (num_images == 0 || num_images > unsigned(MAX_IMAGES) ? STATUS_IMAGES : 0u) |
+                             (task >= unsigned(TASKS) ? STATUS_TASK : 0u) |
+                             (first_layer > unsigned(DEPTH) ? STATUS_FIRST_LAYER : 0u) |
+                             (last_layer > unsigned(DEPTH) ? STATUS_LAST_LAYER : 0u) |
+                             (first_layer > last_layer ? STATUS_LAYER_ORDER : 0u);
+    status = refused;
+    if (refused != STATUS_OK) return;
+    const unsigned last = last_layer;  // ≤ DEPTH: guarded above
     SatCounters sat;
     sat_clear(sat);
     M3VIT_LEDGER_LAYER(-1);

@@ -171,11 +171,16 @@ class Accelerator:
             raise ValueError(f"{name} = {value} does not fit its 32-bit register [0, {0xFFFF_FFFF}]")
         self.device.write(self.regmap.offset(name), value)
 
-    @staticmethod
-    def _check_batch(batch: int) -> None:
-        if not 1 <= batch <= MAX_IMAGES:
-            raise ValueError(f"{batch} images in one call; the kernel takes 1 to {MAX_IMAGES} (MAX_IMAGES): "
-                             f"split the batch")
+    def _execute_batches(self, pack: Callable[..., np.ndarray], data: np.ndarray, task: int, first_layer: int,
+                         last_layer: int) -> np.ndarray:
+        """Tokens for every input of ``data`` [B, ...], B >= 1, in kernel calls of at most MAX_IMAGES inputs."""
+        if data.shape[0] < 1:
+            raise ValueError(f"no inputs: the batch has shape {list(data.shape)}; give at least one (B >= 1)")
+        return np.concatenate([
+            self._execute(pack(self.cfg, data[i : i + MAX_IMAGES]), len(data[i : i + MAX_IMAGES]), task,
+                          first_layer, last_layer)
+            for i in range(0, data.shape[0], MAX_IMAGES)
+        ])
 
     # ------------------------------------------------------------------------------ inputs
     def _images_to_int(self, images: np.ndarray, quantized: bool) -> np.ndarray:
@@ -211,12 +216,12 @@ class Accelerator:
 
         Images are normalised floats (quantised here; clipped pixels are counted, see :meth:`saturation`),
         or, with ``quantized=True``, integers already in the config's input format. Returns floats (the act
-        format scaled) or, with ``raw=True``, the integers the kernel wrote.
+        format scaled) or, with ``raw=True``, the integers the kernel wrote. More than MAX_IMAGES (64) images
+        run as several kernel calls of at most MAX_IMAGES each.
         """
         t = self.cfg.model.task_index(task)
         ints = self._images_to_int(images, quantized)
-        self._check_batch(ints.shape[0])
-        tokens = self._execute(pack_images(self.cfg, ints), ints.shape[0], t, 0, self.cfg.model.depth)
+        tokens = self._execute_batches(pack_images, ints, t, 0, self.cfg.model.depth)
         return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
 
     def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
@@ -230,8 +235,7 @@ class Accelerator:
         m = self.cfg.model
         if tokens.ndim != 3 or tokens.shape[1:] != (m.num_tokens, m.dim):
             raise ValueError(f"tokens have shape {list(tokens.shape)}; expected [B, {m.num_tokens}, {m.dim}]")
-        self._check_batch(tokens.shape[0])
-        return self._execute(pack_tokens(self.cfg, tokens), tokens.shape[0], t, first_layer, last_layer)
+        return self._execute_batches(pack_tokens, tokens, t, first_layer, last_layer)
 
     def _execute(self, packed: np.ndarray, batch: int, task: int, first_layer: int, last_layer: int) -> np.ndarray:
         """One kernel call on packed input bytes: flush, registers, ap_start, wait, status, invalidate, unpack.
@@ -334,7 +338,8 @@ class Accelerator:
         for name, value in (("n", n), ("batch", batch)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"benchmark {name} must be an integer >= 1, got {value!r}")
-        self._check_batch(batch)
+        if batch > MAX_IMAGES:
+            raise ValueError(f"benchmark batch {batch} is more than one kernel call takes (MAX_IMAGES = {MAX_IMAGES})")
         m = self.cfg.model
         images = np.zeros((batch, m.in_channels, *m.image_size), np.float32)
         self.run(images, task)  # warm-up, sets the task

@@ -305,7 +305,8 @@ class CsimLibrary:
         """Run layers [first_layer, last_layer] (0 = patch embedding, i + 1 = block i; default: all).
 
         ``images``: input-format integer images [C, H, W] or [n, C, H, W] when ``first_layer`` is 0, else
-        act-format tokens [T, dim] or [n, T, dim]. With ``taps`` (one input only) the layers run one call
+        act-format tokens [T, dim] or [n, T, dim], 1 ≤ n ≤ MAX_IMAGES (a call the kernel refuses raises
+        CsimError naming the cause). With ``taps`` (one input only) the layers run one call
         each, every call fed with the previous one's output, and every golden tap name is read back from the
         scratch buffer after its layer. Returns tokens of the same batch shape as ``images``.
         """

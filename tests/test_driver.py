@@ -375,3 +375,13 @@ def test_register_map_without_the_status_bits_is_refused(tiny_setup) -> None:
     with pytest.raises(AcceleratorError, match="status bits"):
         Accelerator(cfg, RegisterMap({**regmap.data, "args": moved}), device, load_weights(path, cfg))
     assert not device.register_writes and not device.memory.blocks
+
+
+def test_status_bits_the_driver_does_not_know_are_named(acc, tiny_setup) -> None:
+    """A kernel reporting a bit outside the generator's set (another bitstream) is still refused, by number."""
+    cfg, _, _ = tiny_setup
+    status = acc.regmap.offset("status")
+    acc.device.kernel = lambda regs, memory: {status: 1 << 20 | 1 << 1}
+    with pytest.raises(AcceleratorError, match=r"status 0x100002\): task = 1 is outside \[0, 1\] \(2 tasks\); "
+                                               r"unknown status bits 0x100000"):
+        acc.run(random_image(cfg), 1)

@@ -3,8 +3,9 @@
 Rules (Vitis HLS, UG1399): 0x00 control, 0x04 global interrupt enable, 0x08 IER, 0x0C ISR, arguments from
 0x10 in declaration order; an argument of ≤ 32 bits takes a data word and a reserved (or ``ap_vld``)
 word, 8 bytes; one of 33–64 bits (a pointer's address) a low word, a high word and a reserved word,
-12 bytes. The HLS generator writes the map of ``m3vit_top`` with it, the RTL generator the map of the MoE
-unit (whose read-only counters are output scalars); the host driver and the testbenches read the JSON.
+12 bytes. The HLS generator writes the map of ``m3vit_top`` with it (its output scalar ``status`` carries
+``flags``, the meaning of each bit), the RTL generator the map of the MoE unit (whose read-only counters are
+output scalars); the host driver and the testbenches read the JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class TopArg:
     doc: str
     bundle: str = ""  # m_axi bundle (pointers)
     access: str = "r"  # pointers: "r", "w" or "rw" over m_axi
-    output: bool = False  # scalars: a read-only register the kernel writes (a counter)
+    output: bool = False  # scalars: a read-only register the kernel writes (a counter, a status)
+    flags: tuple[tuple[str, int, str], ...] = ()  # output scalars: (name, bit, meaning) of each bit
 
 
 CONTROL_REGISTERS = {
@@ -68,6 +70,7 @@ def register_map(args: tuple[TopArg, ...] | list[TopArg], top: str) -> dict[str,
                 "doc": a.doc,
                 **({"bundle": a.bundle, "access": a.access} if a.kind == "pointer" else {}),
                 **({"output": True} if a.output else {}),
+                **({"flags": {name: {"bit": bit, "doc": doc} for name, bit, doc in a.flags}} if a.flags else {}),
             }
         )
         off += 4 * (words + 1)

@@ -40,6 +40,7 @@ from m3vit.codegen import axilite
 from m3vit.codegen.axilite import TopArg
 from m3vit.codegen.bits import ceil_div, clog2, container_bits
 from m3vit.codegen.config import ConfigError, DesignConfig
+from m3vit.codegen.guards import MAX_IMAGES, STATUS_FLAGS
 from m3vit.codegen.layout import (
     SAT_CLASSES,
     layer_taps,
@@ -150,6 +151,15 @@ TOP_ARGS: tuple[TopArg, ...] = (
         bundle="gmem_o",
         access="w",
     ),
+    TopArg(
+        "status",
+        "scalar",
+        "unsigned&",
+        32,
+        "0: the call ran; else the call was refused, touching no memory: a mask of STATUS_* bits",
+        output=True,
+        flags=tuple((f.name, f.bit, f.doc) for f in STATUS_FLAGS),
+    ),
 )
 
 def register_map(args: tuple[TopArg, ...] | list[TopArg] = TOP_ARGS, top: str = TOP_NAME) -> dict[str, Any]:
@@ -234,6 +244,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "TOP_K": (model.top_k, "experts per token"),
         "EXPERT_HIDDEN": (expert_hidden, "expert FFN hidden width"),
         "TASKS": (len(model.tasks), "tasks (routers per MoE layer)"),
+        "MAX_IMAGES": (MAX_IMAGES, "images one call accepts (m3vit.codegen.guards)"),
         # hardware
         "MAC_IN": (mac_in, "MAC engine input lanes"),
         "MAC_OUT": (mac_out, "MAC engine output lanes"),
@@ -745,6 +756,7 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
         "onchip_kib": onchip,
         "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
         "register_map": register_map(),
+        "status_flags": list(STATUS_FLAGS),
         "cosim_images": COSIM_IMAGES,
         "maxi_settings": " ".join(f"{k} = {v}" for k, v in maxi_settings().items()),
         "csim_defines": list(CSIM_DEFINES),

@@ -67,19 +67,25 @@ inline void sat_store(cfg::word_t* scratch, int layer, const SatCounters& sat, b
     burst_write_elems<32>(scratch + SCR_SAT + uint64_t(layer) * STR_SAT, SAT_NUM, row);
 }
 
-// backbone(...): the whole accelerator; see the file comment for the layer range. Invalid arguments
-// (task ≥ TASKS, first > last, first > DEPTH) make it return without touching memory; last is clamped
-// to DEPTH.
+// backbone(...): the whole accelerator; see the file comment for the layer range. `status` is written
+// first: STATUS_OK and the run, or the OR of the STATUS_* causes (num_images outside [1, MAX_IMAGES],
+// task ≥ TASKS, first or last layer > DEPTH, first > last) and a return that touches no memory.
 inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, unsigned last_layer,
                      const cfg::word_t* weights, cfg::word_t* scratch, const cfg::word_t* input,
-                     cfg::word_t* output) {
+                     cfg::word_t* output, unsigned& status) {
     using namespace cfg;
 #pragma HLS ALLOCATION function instances = mac_array limit = 1
     static BlockState st;
 #pragma HLS BIND_STORAGE variable = st.kv.k type = ram_2p impl = uram
 #pragma HLS BIND_STORAGE variable = st.kv.vt type = ram_2p impl = uram
-    if (task >= unsigned(TASKS) || first_layer > last_layer || first_layer > unsigned(DEPTH)) return;
-    const unsigned last = last_layer > unsigned(DEPTH) ? unsigned(DEPTH) : last_layer;
+    const unsigned refused = (num_images == 0 || num_images > unsigned(MAX_IMAGES) ? STATUS_IMAGES : 0u) |
+                             (task >= unsigned(TASKS) ? STATUS_TASK : 0u) |
+                             (first_layer > unsigned(DEPTH) ? STATUS_FIRST_LAYER : 0u) |
+                             (last_layer > unsigned(DEPTH) ? STATUS_LAST_LAYER : 0u) |
+                             (first_layer > last_layer ? STATUS_LAYER_ORDER : 0u);
+    status = refused;
+    if (refused != STATUS_OK) return;
+    const unsigned last = last_layer;  // ≤ DEPTH: guarded above
     SatCounters sat;
     sat_clear(sat);
     M3VIT_LEDGER_LAYER(-1);
@@ -90,6 +96,7 @@ SAT_ZERO:
     }
 IMAGES:
     for (unsigned img = 0; img < num_images; img++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_IMAGES
         M3VIT_LEDGER_LOOP(IMAGES, img == 0, 2);
         const cfg::word_t* in = input + uint64_t(img) * (first_layer == 0 ? IMAGE_WORDS : TOKEN_WORDS);
     LAYERS:

@@ -45,13 +45,13 @@ void ensure_scratch() {
 }  // namespace
 
 // Version of this interface; m3vit.sim.csim refuses a library with another.
-M3VIT_API int m3vit_csim_abi(void) { return 1; }
+M3VIT_API int m3vit_csim_abi(void) { return 2; }
 
 // "<design name>:<config hash>".
 M3VIT_API const char* m3vit_csim_design(void) { return M3VIT_DESIGN_NAME ":" M3VIT_CONFIG_HASH; }
 
 // Sizes in bytes: 0 weights, 1 scratch, 2 input stride per image, 3 token stride per image; 4 depth,
-// 5 experts, 6 AXI word bytes, 7 whether native integer types were compiled in.
+// 5 experts, 6 AXI word bytes, 7 whether native integer types were compiled in, 8 MAX_IMAGES, 9 tasks.
 M3VIT_API uint64_t m3vit_csim_size(int what) {
     using namespace m3vit::cfg;
     switch (what) {
@@ -67,6 +67,8 @@ M3VIT_API uint64_t m3vit_csim_size(int what) {
 #else
         case 7: return 1;
 #endif
+        case 8: return MAX_IMAGES;
+        case 9: return TASKS;
         default: return 0;
     }
 }
@@ -78,31 +80,42 @@ M3VIT_API int m3vit_csim_set_weights(const uint8_t* bytes, uint64_t nbytes) {
     return 0;
 }
 
-// One call of the top function. input: num_images strides of size(2) (first_layer = 0) or size(3) bytes;
-// output: num_images × size(3) bytes. Returns 0, or -1 (no weights) / -2 (buffer sizes) / -3 (the kernel
-// failed in C simulation, e.g. a dataflow deadlock: m3vit_csim_error() says why).
+// One call of the top function on the caller's buffers, like the IP on DDR: `input` (in_bytes) and `output`
+// (out_bytes, read first and written back whole, so bytes the kernel does not write keep their values) are
+// multiples of the AXI word. A call the kernel accepts needs num_images strides of size(2) (first_layer = 0)
+// or size(3) input bytes and num_images × size(3) output bytes; a num_images above MAX_IMAGES is passed to
+// the kernel with buffers of any size, for its guard to refuse. *status receives the kernel's status
+// register. Returns 0, or -1 (no weights) / -2 (buffer sizes) / -3 (the kernel failed in C simulation,
+// e.g. a dataflow deadlock: m3vit_csim_error() says why).
 M3VIT_API int m3vit_csim_run(unsigned num_images, unsigned task, unsigned first_layer, unsigned last_layer,
-                             const uint8_t* input, uint64_t in_bytes, uint8_t* output, uint64_t out_bytes) {
+                             const uint8_t* input, uint64_t in_bytes, uint8_t* output, uint64_t out_bytes,
+                             unsigned* status) {
     using namespace m3vit::cfg;
     if (g_weights.size() != WEIGHT_WORDS) return -1;
     const uint64_t in_stride = (first_layer == 0 ? IMAGE_WORDS : TOKEN_WORDS) * WORD_BYTES;
-    if (in_bytes < num_images * in_stride || out_bytes < num_images * TOKEN_WORDS * WORD_BYTES) return -2;
+    const uint64_t n = num_images > unsigned(MAX_IMAGES) ? 0 : num_images;  // what an accepted call may touch
+    if (in_bytes % WORD_BYTES || out_bytes % WORD_BYTES) return -2;
+    if (in_bytes < n * in_stride || out_bytes < n * TOKEN_WORDS * WORD_BYTES) return -2;
     ensure_scratch();
     std::vector<word_t> in, out;
-    to_words(input, num_images * in_stride, in);
-    std::vector<uint8_t> zeros(num_images * TOKEN_WORDS * WORD_BYTES, 0);
-    to_words(zeros.data(), zeros.size(), out);
+    to_words(input, in_bytes, in);
+    to_words(output, out_bytes, out);
     if (in.empty()) in.resize(1);
     if (out.empty()) out.resize(1);
     g_error.clear();
+    unsigned kernel_status = ~0u;
     try {
         m3vit_top(num_images, task, first_layer, last_layer, g_weights.data(), g_scratch.data(), in.data(),
-                  out.data());
+                  out.data(), kernel_status);
     } catch (const std::exception& e) {
         g_error = e.what();
         return -3;
     }
-    if (num_images) to_bytes(out, output);
+    *status = kernel_status;
+    if (out_bytes) {
+        out.resize(out_bytes / WORD_BYTES);
+        to_bytes(out, output);
+    }
     return 0;
 }
 

@@ -4,6 +4,11 @@ On ap_start the twin decodes the argument registers exactly as the IP would (sca
 pointers split into low/high words at the offsets of register_map.json), takes views of the device
 memory at those physical addresses, and calls the C-simulated top function on them. A wrong offset, a
 badly split pointer, a buffer the driver forgot to flush or to invalidate all show up as wrong results.
+
+The twin applies the kernel's argument guards itself (:func:`m3vit.codegen.guards.call_status`) before it
+maps any memory: a refused call sets ``status`` and touches nothing, exactly as the IP does, without calling
+the C simulation (whose own guard the tests compare with this one). An accepted call's ``status`` is the
+one the C-simulated kernel wrote.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 from m3vit import build_dir
 from m3vit.codegen.config import DesignConfig
+from m3vit.codegen.guards import call_status
 from m3vit.codegen.hls import generate_project
 from m3vit.host.registers import RegisterMap
 from m3vit.host.twin import PhysicalMemory, SimulatedDevice
@@ -23,23 +29,30 @@ def default_project_dir(cfg: DesignConfig) -> Path:
 
 
 def csim_kernel(lib: CsimLibrary, regmap: RegisterMap):
-    """A twin kernel callback running ``lib``'s top function on device memory."""
+    """A twin kernel callback running ``lib``'s top function on device memory; it returns the ``status``
+    register."""
 
     def arg(regs: dict[int, int], name: str) -> int:
         offs = regmap.args[name]["data_offsets"]
         return sum(regs.get(o, 0) << (32 * i) for i, o in enumerate(offs))
 
-    def kernel(regs: dict[int, int], memory: PhysicalMemory) -> None:
+    status_offset = regmap.offset("status")
+
+    def kernel(regs: dict[int, int], memory: PhysicalMemory) -> dict[int, int]:
         n, task = arg(regs, "num_images"), arg(regs, "task")
         first, last = arg(regs, "first_layer"), arg(regs, "last_layer")
+        refused = call_status(lib.cfg, n, task, first, last)
+        if refused:
+            return {status_offset: refused}
         in_stride = lib.sizes["image"] if first == 0 else lib.sizes["tokens"]
-        lib.top(
+        status = lib.top(
             n, task, first, last,
             weights=memory.view(arg(regs, "weights"), lib.sizes["weights"]),
             scratch=memory.view(arg(regs, "scratch"), lib.sizes["scratch"]),
             inp=memory.view(arg(regs, "input"), n * in_stride),
             output=memory.view(arg(regs, "output"), n * lib.sizes["tokens"]),
         )
+        return {status_offset: status}
 
     return kernel
 

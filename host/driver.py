@@ -8,7 +8,9 @@ re-derived). On a board, :meth:`Accelerator.board` opens the overlay with pynq; 
 whose ap_start runs the generated C-simulation library on the buffers this driver allocated.
 
 Weights are uploaded once; ``run(images, task)`` writes the input, the task register and ap_start;
-switching tasks writes one register and re-uploads nothing.
+switching tasks writes one register and re-uploads nothing. The driver checks every argument before the
+call; the kernel checks them again (its ``status`` register, :mod:`m3vit.codegen.guards`), and a refused
+call raises :class:`AcceleratorError` naming the causes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from m3vit.codegen.config import DesignConfig, load_config
+from m3vit.codegen.guards import MAX_IMAGES, STATUS_FLAGS, describe_status
 from m3vit.codegen.layout import pack_images, pack_tokens, read_saturation, scratch_layout, unpack_tokens
 from m3vit.errors import ToolkitError
 from m3vit.host.heads import task_head
@@ -36,7 +39,7 @@ CTRL = 0x00
 
 
 class AcceleratorError(ToolkitError, RuntimeError):
-    """The device misbehaved (time-out, kernel error)."""
+    """The device misbehaved (time-out, kernel error) or the kernel refused a call (its status register)."""
 
 
 class AcceleratorTimeoutError(AcceleratorError, TimeoutError):
@@ -72,8 +75,14 @@ class Accelerator:
     ) -> None:
         self.cfg, self.regmap, self.device, self.weights = cfg, regmap, device, weights
         self.timeout_s = timeout_s
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_IMAGES:
+            raise ValueError(f"max_batch must be an integer in [1, {MAX_IMAGES}], got {max_batch!r}")
+        if "status" not in regmap.args:
+            raise AcceleratorError("register_map.json has no status register: the bitstream was built by an older "
+                                   "generator whose kernel cannot report refused calls; rebuild it")
+        if regmap.flags("status") != {f.name: f.bit for f in STATUS_FLAGS}:
+            raise AcceleratorError(f"register_map.json's status bits {regmap.flags('status')} are not this driver's "
+                                   f"{ {f.name: f.bit for f in STATUS_FLAGS} }: rebuild the bitstream")
         self._lock = threading.RLock()
         self._task: int | None = None
         self._in_flight = False  # a kernel run was started and not yet seen finished
@@ -157,7 +166,21 @@ class Accelerator:
         self.device.write(off + 4, address >> 32)
 
     def _set_scalar(self, name: str, value: int) -> None:
-        self.device.write(self.regmap.offset(name), int(value) & 0xFFFF_FFFF)
+        value = int(value)
+        if not 0 <= value <= 0xFFFF_FFFF:
+            raise ValueError(f"{name} = {value} does not fit its 32-bit register [0, {0xFFFF_FFFF}]")
+        self.device.write(self.regmap.offset(name), value)
+
+    def _execute_batches(self, pack: Callable[..., np.ndarray], data: np.ndarray, task: int, first_layer: int,
+                         last_layer: int) -> np.ndarray:
+        """Tokens for every input of ``data`` [B, ...], B >= 1, in kernel calls of at most MAX_IMAGES inputs."""
+        if data.shape[0] < 1:
+            raise ValueError(f"no inputs: the batch has shape {list(data.shape)}; give at least one (B >= 1)")
+        return np.concatenate([
+            self._execute(pack(self.cfg, data[i : i + MAX_IMAGES]), len(data[i : i + MAX_IMAGES]), task,
+                          first_layer, last_layer)
+            for i in range(0, data.shape[0], MAX_IMAGES)
+        ])
 
     # ------------------------------------------------------------------------------ inputs
     def _images_to_int(self, images: np.ndarray, quantized: bool) -> np.ndarray:
@@ -193,11 +216,12 @@ class Accelerator:
 
         Images are normalised floats (quantised here; clipped pixels are counted, see :meth:`saturation`),
         or, with ``quantized=True``, integers already in the config's input format. Returns floats (the act
-        format scaled) or, with ``raw=True``, the integers the kernel wrote.
+        format scaled) or, with ``raw=True``, the integers the kernel wrote. More than MAX_IMAGES (64) images
+        run as several kernel calls of at most MAX_IMAGES each.
         """
         t = self.cfg.model.task_index(task)
         ints = self._images_to_int(images, quantized)
-        tokens = self._execute(pack_images(self.cfg, ints), ints.shape[0], t, 0, self.cfg.model.depth)
+        tokens = self._execute_batches(pack_images, ints, t, 0, self.cfg.model.depth)
         return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
 
     def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
@@ -211,14 +235,18 @@ class Accelerator:
         m = self.cfg.model
         if tokens.ndim != 3 or tokens.shape[1:] != (m.num_tokens, m.dim):
             raise ValueError(f"tokens have shape {list(tokens.shape)}; expected [B, {m.num_tokens}, {m.dim}]")
-        return self._execute(pack_tokens(self.cfg, tokens), tokens.shape[0], t, first_layer, last_layer)
+        return self._execute_batches(pack_tokens, tokens, t, first_layer, last_layer)
 
     def _execute(self, packed: np.ndarray, batch: int, task: int, first_layer: int, last_layer: int) -> np.ndarray:
-        """One kernel call on packed input bytes: flush, registers, ap_start, wait, invalidate, unpack."""
+        """One kernel call on packed input bytes: flush, registers, ap_start, wait, status, invalidate, unpack.
+
+        The arguments are not checked here (the callers do): the kernel's guard refuses what is out of range
+        and its status register raises AcceleratorError; tests call this directly to prove it. The buffers
+        grow to at most MAX_IMAGES images, the most the kernel accepts."""
         with self._lock:
             self._check_open()
             self._wait_idle()  # before the input buffer or any register is touched
-            if batch > self._batch:
+            if self._batch < batch <= MAX_IMAGES:
                 self._alloc_io(batch)
             inp, out = self._buffers["input"], self._buffers["output"]
             inp[: packed.size] = packed
@@ -230,6 +258,9 @@ class Accelerator:
             self._set_scalar("first_layer", first_layer)
             self._set_scalar("last_layer", last_layer)
             self._start_and_wait()
+            status = self.device.read(self.regmap.offset("status"))
+            if status:
+                raise AcceleratorError(describe_status(self.cfg, status, batch, task, first_layer, last_layer))
             out.invalidate()
             return unpack_tokens(self.cfg, np.asarray(out), batch)
 
@@ -307,6 +338,8 @@ class Accelerator:
         for name, value in (("n", n), ("batch", batch)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"benchmark {name} must be an integer >= 1, got {value!r}")
+        if batch > MAX_IMAGES:
+            raise ValueError(f"benchmark batch {batch} is more than one kernel call takes (MAX_IMAGES = {MAX_IMAGES})")
         m = self.cfg.model
         images = np.zeros((batch, m.in_channels, *m.image_size), np.float32)
         self.run(images, task)  # warm-up, sets the task

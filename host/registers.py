@@ -25,3 +25,7 @@ class RegisterMap:
 
     def pointers(self) -> list[str]:
         return [n for n, a in self.args.items() if a["kind"] == "pointer"]
+
+    def flags(self, name: str) -> dict[str, int]:
+        """The bits of output register ``name`` (``status``): flag name → bit number (empty if it has none)."""
+        return {flag: f["bit"] for flag, f in self.args[name].get("flags", {}).items()}

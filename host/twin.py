@@ -9,7 +9,8 @@ The host driver (:mod:`m3vit.host.driver`) talks to this exactly as it talks to 
 Device memory is separate from the host arrays, as with a CPU cache in front of DDR: the kernel sees
 only what was flushed, and the host sees the kernel's results only after ``invalidate()``. Forgetting
 either is a visible bug here, as it would be on the board. Writing ap_start runs the kernel callback on
-a background thread (ap_idle low, then ap_done and ap_idle high), so polling and time-outs are real.
+a background thread (ap_idle low, then ap_done and ap_idle high), so polling and time-outs are real; the
+registers the callback returns (the kernel's output scalars, e.g. ``status``) are set when it finishes.
 Counters record every byte flushed to device memory and every register write.
 """
 
@@ -89,8 +90,9 @@ class TwinBuffer(np.ndarray):
         return self.device_address
 
 
-Kernel = Callable[[dict[int, int], PhysicalMemory], None]
-"""A kernel callback: given the register file (offset → 32-bit value) and device memory, compute."""
+Kernel = Callable[[dict[int, int], PhysicalMemory], dict[int, int] | None]
+"""A kernel callback: given the register file (offset → 32-bit value) and device memory, compute; it may
+return output registers (offset → 32-bit value) the device sets before ap_done."""
 
 
 class SimulatedDevice:
@@ -143,8 +145,9 @@ class SimulatedDevice:
     def _run(self, generation: int) -> None:
         if self.hang:
             return  # never finishes: the driver must time out
+        outputs: dict[int, int] = {}
         try:
-            self.kernel(dict(self.registers), self.memory)
+            outputs = self.kernel(dict(self.registers), self.memory) or {}
         except BaseException as err:  # surfaced to the driver through .error
             if generation == self._generation:
                 self.error = err
@@ -152,6 +155,8 @@ class SimulatedDevice:
             if generation != self._generation:
                 return  # abandoned by a reset: its completion must not look like a later run's
             self.runs += 1
+            for offset, value in outputs.items():
+                self.registers[offset] = value & 0xFFFF_FFFF
             self.registers[CTRL] = (self.registers[CTRL] & ~AP_START) | AP_DONE | AP_IDLE | AP_READY
 
     def reset(self) -> None:

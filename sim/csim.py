@@ -38,6 +38,7 @@ import numpy as np
 from m3vit import BUILD_ROOT, build_dir
 from m3vit.codegen import perf
 from m3vit.codegen.config import DesignConfig, load_config
+from m3vit.codegen.guards import MAX_IMAGES, describe_status
 from m3vit.codegen.hls import CSIM_DEFINES, LEDGER_DEFINE
 from m3vit.codegen.hls import ap_types_dir as hls_ap_types_dir
 from m3vit.codegen.layout import (
@@ -59,7 +60,7 @@ CXXFLAGS = ("-O2", "-std=c++14", "-fPIC", "-fvisibility=hidden", "-w", "-pthread
             *(f"-D{d}" for d in CSIM_DEFINES))
 """Every C-simulation build: bounded FIFOs + threaded DATAFLOW (codegen.hls.CSIM_DEFINES); ``ledger=True``
 builds add -DM3VIT_LEDGER."""
-ABI_VERSION = 1
+ABI_VERSION = 2
 TOP_SOURCE = "src/m3vit_top.cpp"
 API_SOURCE = "tb/m3vit_csim_api.cpp"
 TB_SOURCE = "tb/tb_m3vit.cpp"
@@ -147,7 +148,9 @@ class CsimLibrary:
         lib.m3vit_csim_size.restype = ctypes.c_uint64
         lib.m3vit_csim_size.argtypes = [ctypes.c_int]
         lib.m3vit_csim_set_weights.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        lib.m3vit_csim_run.argtypes = [ctypes.c_uint] * 4 + [ctypes.c_void_p, ctypes.c_uint64] * 2
+        lib.m3vit_csim_run.argtypes = [ctypes.c_uint] * 4 + [ctypes.c_void_p, ctypes.c_uint64] * 2 + [
+            ctypes.POINTER(ctypes.c_uint)
+        ]
         lib.m3vit_csim_read_scratch.argtypes = [ctypes.c_void_p]
         lib.m3vit_csim_write_scratch.argtypes = [ctypes.c_void_p]
         lib.m3vit_csim_expert_loads.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -163,11 +166,13 @@ class CsimLibrary:
         self.sizes = {
             k: int(lib.m3vit_csim_size(i))
             for i, k in enumerate(
-                ("weights", "scratch", "image", "tokens", "depth", "experts", "word", "native")
+                ("weights", "scratch", "image", "tokens", "depth", "experts", "word", "native", "max_images",
+                 "tasks")
             )
         }
         sl = scratch_layout(cfg)
         assert self.sizes["scratch"] == sl.total_bytes and self.sizes["image"] == sl.image_bytes
+        assert self.sizes["max_images"] == MAX_IMAGES, "the library's MAX_IMAGES is m3vit.codegen.guards'"
         self._weights_key: str | None = None
 
     # ----------------------------------------------------------------------------------- buffers
@@ -203,19 +208,21 @@ class CsimLibrary:
         scratch: np.ndarray,
         inp: np.ndarray,
         output: np.ndarray,
-    ) -> None:
+    ) -> int:
         """The top function on host-owned uint8 buffers, like the IP on DDR: ``scratch`` and ``output``
-        are updated in place (a simulated device's ap_start). Sizes as in weight_layout.json."""
+        are updated in place (a simulated device's ap_start); returns the kernel's ``status`` (0: it ran;
+        else the STATUS_* bits of a refused call, m3vit.codegen.guards). Sizes as in weight_layout.json."""
         self.set_weights(weights)
         if scratch.size != self.sizes["scratch"]:
             raise CsimError(
                 f"scratch has {scratch.size} bytes; {self.cfg.name} needs {self.sizes['scratch']}"
             )
         self._lib.m3vit_csim_write_scratch(np.ascontiguousarray(scratch, np.uint8).ctypes.data)
-        out = self.call(num_images, task, first_layer, last_layer, inp)
-        n = min(output.size, out.size) if num_images else 0
-        output.reshape(-1)[:n] = out[:n]
+        out = np.ascontiguousarray(output, np.uint8).reshape(-1).copy()
+        status = self._run(num_images, task, first_layer, last_layer, inp, out)
+        output.reshape(-1)[:] = out
         scratch.reshape(-1)[:] = self.scratch()
+        return status
 
     def expert_loads(self, reset: bool = True) -> np.ndarray:
         """Expert weight fetches [depth, experts] since the last reset."""
@@ -235,14 +242,19 @@ class CsimLibrary:
             for v in buf[:n]
         ]
 
-    def call(
-        self, num_images: int, task: int, first_layer: int, last_layer: int, inp: np.ndarray
-    ) -> np.ndarray:
-        """One raw call of the top function; ``inp`` are input-buffer bytes. Returns output bytes."""
+    def _run(
+        self, num_images: int, task: int, first_layer: int, last_layer: int, inp: np.ndarray, out: np.ndarray
+    ) -> int:
+        """m3vit_csim_run on ``inp`` and ``out`` (contiguous uint8, ``out`` updated in place); the status."""
+        for name, value in (("num_images", num_images), ("task", task), ("first_layer", first_layer),
+                            ("last_layer", last_layer)):
+            if not 0 <= int(value) <= 0xFFFF_FFFF:
+                raise ValueError(f"{name} = {value} does not fit its 32-bit register [0, {0xFFFF_FFFF}]")
         inp = np.ascontiguousarray(inp, np.uint8)
-        out = np.zeros(max(1, num_images) * self.sizes["tokens"], np.uint8)
+        status = ctypes.c_uint(0)
         rc = self._lib.m3vit_csim_run(
-            num_images, task, first_layer, last_layer, inp.ctypes.data, inp.size, out.ctypes.data, out.size
+            num_images, task, first_layer, last_layer, inp.ctypes.data, inp.size, out.ctypes.data, out.size,
+            ctypes.byref(status),
         )
         if rc == -3:
             raise CsimError(f"C simulation of {self.cfg.name} failed: {self._lib.m3vit_csim_error().decode()}")
@@ -250,6 +262,17 @@ class CsimLibrary:
             raise CsimError(
                 {-1: "no weights loaded (set_weights)", -2: "input/output buffer too small"}.get(rc, rc)
             )
+        return int(status.value)
+
+    def call(
+        self, num_images: int, task: int, first_layer: int, last_layer: int, inp: np.ndarray
+    ) -> np.ndarray:
+        """One raw call of the top function; ``inp`` are input-buffer bytes. Returns output bytes; a call the
+        kernel refuses (non-zero status) raises CsimError naming the causes."""
+        out = np.zeros(max(1, min(num_images, MAX_IMAGES)) * self.sizes["tokens"], np.uint8)
+        status = self._run(num_images, task, first_layer, last_layer, inp, out)
+        if status:
+            raise CsimError(describe_status(self.cfg, status, num_images, task, first_layer, last_layer))
         return out
 
     def run_ledger(self, weights: np.ndarray | bytes | None, images: np.ndarray, task: int | str
@@ -285,7 +308,8 @@ class CsimLibrary:
         """Run layers [first_layer, last_layer] (0 = patch embedding, i + 1 = block i; default: all).
 
         ``images``: input-format integer images [C, H, W] or [n, C, H, W] when ``first_layer`` is 0, else
-        act-format tokens [T, dim] or [n, T, dim]. With ``taps`` (one input only) the layers run one call
+        act-format tokens [T, dim] or [n, T, dim], 1 ≤ n ≤ MAX_IMAGES (a call the kernel refuses raises
+        CsimError naming the cause). With ``taps`` (one input only) the layers run one call
         each, every call fed with the previous one's output, and every golden tap name is read back from the
         scratch buffer after its layer. Returns tokens of the same batch shape as ``images``.
         """

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from m3vit.codegen.config import load_config
-from m3vit.host.driver import AP_IDLE, CTRL, Accelerator, AcceleratorTimeoutError
+from m3vit.codegen.guards import MAX_IMAGES
+from m3vit.codegen.layout import pack_images, scratch_layout
+from m3vit.host.driver import AP_IDLE, CTRL, Accelerator, AcceleratorError, AcceleratorTimeoutError
 from m3vit.host.twin import TwinBuffer
 from m3vit.host.weights import WeightsError, load_weights, pack_model
 from m3vit.sim.golden import GoldenModel
@@ -304,3 +306,82 @@ def test_tasks_by_index_as_the_message_promises(acc, tiny_setup) -> None:
     for bad in ("2", 2, -1, "-1", True, 1.0, "sky"):
         with pytest.raises(ValueError, match=r"unknown task .*indices 0\.\.1"):
             acc.run(image, bad)
+
+
+# ------------------------------------------------------------------------------------------ kernel guards
+def test_host_side_checks_bound_the_image_count(acc, tiny_setup) -> None:
+    """The driver refuses an empty batch (and a benchmark or buffer larger than one call takes) before it touches
+    the device, and splits more than MAX_IMAGES images into calls of at most MAX_IMAGES."""
+    cfg, path, golden = tiny_setup
+    writes = sum(acc.device.register_writes.values())
+    with pytest.raises(ValueError, match=r"no inputs: the batch has shape \[0, 3, 32, 32\]"):
+        acc.run(np.zeros((0, 3, 32, 32), np.float32), 0)
+    with pytest.raises(ValueError, match=r"no inputs: the batch has shape \[0, 17, 64\]"):
+        acc.run_tokens(np.zeros((0, 17, 64), np.int64), 0, 1, 1)
+    with pytest.raises(ValueError, match=rf"benchmark batch {MAX_IMAGES + 1} is more than one kernel call takes"):
+        acc.benchmark(n=1, batch=MAX_IMAGES + 1)
+    assert sum(acc.device.register_writes.values()) == writes
+    with pytest.raises(ValueError, match=rf"max_batch must be an integer in \[1, {MAX_IMAGES}\]"):
+        Accelerator.simulated(cfg, path, max_batch=MAX_IMAGES + 1)
+    images = np.repeat(_images(cfg, 2, seed=80), [MAX_IMAGES, 1], axis=0)  # MAX_IMAGES + 1: two calls
+    runs = acc.device.runs
+    out = acc.run(images, 0, raw=True)
+    assert acc.device.runs - runs == 2 and out.shape[0] == MAX_IMAGES + 1
+    for i in (0, MAX_IMAGES - 1, MAX_IMAGES):
+        assert np.array_equal(out[i], golden.run(golden.quantize_image(images[i]), 0).tokens), i
+    assert acc._buffers["output"].nbytes == MAX_IMAGES * scratch_layout(cfg).token_bytes
+
+
+@pytest.mark.parametrize(
+    ("num_images", "task", "first", "last", "message"),
+    [
+        (0, 0, 0, 4, rf"num_images = 0 is outside \[1, {MAX_IMAGES}\]"),
+        (MAX_IMAGES + 1, 0, 0, 4, rf"num_images = {MAX_IMAGES + 1} is outside \[1, {MAX_IMAGES}\]"),
+        (1, 2, 0, 4, r"task = 2 is outside \[0, 1\] \(2 tasks\)"),
+        (1, 0, 0, 5, r"last_layer = 5 is outside \[0, 4\]"),
+        (1, 0, 5, 5, r"first_layer = 5 is outside \[0, 4\]; last_layer = 5 is outside \[0, 4\]"),
+        (1, 0, 3, 1, r"first_layer = 3 > last_layer = 1"),
+    ],
+)
+def test_kernel_refusal_raises_naming_the_cause(acc, tiny_setup, num_images, task, first, last, message) -> None:
+    """Past the host-side checks (``_execute`` is the call itself), the kernel's guard refuses the call; the
+    driver reads the status register and raises one line naming the cause and the allowed range. Device
+    memory is untouched, and the next good call runs (status 0)."""
+    cfg, _, golden = tiny_setup
+    image = random_image(cfg, 70)
+    acc.run(random_image(cfg, 71), 0)  # output and scratch hold a run's results
+    blocks = {name: acc.device.memory.blocks[acc._buffers[name].device_address] for name in ("output", "scratch")}
+    before = {name: block.copy() for name, block in blocks.items()}
+    with pytest.raises(AcceleratorError, match=rf"^the kernel refused the call \(status 0x[0-9a-f]+\): {message}$"):
+        acc._execute(pack_images(cfg, golden.quantize_image(image)[None]), num_images, task, first, last)
+    for name, block in blocks.items():
+        assert np.array_equal(block, before[name]), f"the refused call changed {name}"
+    assert acc.run(image, 1, raw=True)[0].tolist() == golden.run(golden.quantize_image(image), 1).tokens.tolist()
+    assert acc.device.read(acc.regmap.offset("status")) == 0
+
+
+def test_register_map_without_the_status_bits_is_refused(tiny_setup) -> None:
+    """A register map from another generator (no status register, or other bits) is refused before any write."""
+    cfg, path, _ = tiny_setup
+    from m3vit.host.csim_device import csim_device
+    from m3vit.host.registers import RegisterMap
+
+    device, regmap = csim_device(cfg)
+    no_status = RegisterMap({**regmap.data, "args": [a for a in regmap.data["args"] if a["name"] != "status"]})
+    with pytest.raises(AcceleratorError, match="no status register"):
+        Accelerator(cfg, no_status, device, load_weights(path, cfg))
+    moved = [{**a, "flags": {**a["flags"], "task": {"bit": 7, "doc": ""}}} if a["name"] == "status" else a
+             for a in regmap.data["args"]]
+    with pytest.raises(AcceleratorError, match="status bits"):
+        Accelerator(cfg, RegisterMap({**regmap.data, "args": moved}), device, load_weights(path, cfg))
+    assert not device.register_writes and not device.memory.blocks
+
+
+def test_status_bits_the_driver_does_not_know_are_named(acc, tiny_setup) -> None:
+    """A kernel reporting a bit outside the generator's set (another bitstream) is still refused, by number."""
+    cfg, _, _ = tiny_setup
+    status = acc.regmap.offset("status")
+    acc.device.kernel = lambda regs, memory: {status: 1 << 20 | 1 << 1}
+    with pytest.raises(AcceleratorError, match=r"status 0x100002\): task = 1 is outside \[0, 1\] \(2 tasks\); "
+                                               r"unknown status bits 0x100000"):
+        acc.run(random_image(cfg), 1)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
+from m3vit.codegen.guards import MAX_IMAGES
 from m3vit.codegen.hls import (
     CSIM_HEADERS,
     KERNEL_HEADERS,
@@ -33,8 +34,12 @@ from m3vit.codegen.hls import (
     register_map,
 )
 from m3vit.codegen.layout import pack_images, pack_weights, scratch_layout, unpack_tokens
+from m3vit.host.csim_device import csim_kernel
+from m3vit.host.registers import RegisterMap
+from m3vit.host.twin import AP_IDLE, AP_START, CTRL, SimulatedDevice
 from m3vit.sim.csim import (
     CXX,
+    CsimError,
     CsimLibrary,
     ap_types_dir,
     build_csim,
@@ -220,6 +225,7 @@ def test_top_register_map_matches_generated_cpp(tmp_path) -> None:
         ("scratch", 0x3C),
         ("input", 0x48),
         ("output", 0x54),
+        ("status", 0x60),  # the output scalar after the pointers: the other offsets are unchanged
     ]
     top = (out / "src" / "m3vit_top.cpp").read_text()
     sig = re.search(r"void m3vit_top\(([^)]*)\)", top).group(1)
@@ -499,13 +505,114 @@ def test_top_on_host_buffers(designs) -> None:
         np.testing.assert_array_equal(sl.tap_region(name).read(scratch), g.taps[name], err_msg=name)
 
 
-def test_invalid_arguments_do_nothing(designs) -> None:
+# ------------------------------------------------------------------------------------------ argument guards
+U32_MAX = 0xFFFF_FFFF
+
+
+def expected_status(cfg: DesignConfig, flags: dict[str, int], n: int, task: int, first: int, last: int) -> int:
+    """The causes a call must be refused for, transcribed from the requirement (images in [1, MAX_IMAGES],
+    task < number of tasks, both layers ≤ depth, first ≤ last), as bits of register_map.json's ``flags``."""
+    depth, tasks = cfg.model.depth, len(cfg.model.tasks)
+    causes = [name for name, bad in (("images", n < 1 or n > MAX_IMAGES), ("task", task >= tasks),
+                                     ("first_layer", first > depth), ("last_layer", last > depth),
+                                     ("layer_order", first > last)) if bad]
+    return sum(1 << flags[c] for c in causes)
+
+
+def _bad_calls(cfg: DesignConfig) -> list[tuple[int, int, int, int]]:
+    """One call per class of out-of-range argument (edges: max + 1 and the largest 32-bit value), and all at once."""
+    depth, tasks = cfg.model.depth, len(cfg.model.tasks)
+    return [
+        (0, 0, 0, depth), (MAX_IMAGES + 1, 0, 0, depth), (U32_MAX, 0, 0, depth),
+        (1, tasks, 0, depth), (1, U32_MAX, 0, depth),
+        (1, 0, depth + 1, depth + 1), (1, 0, U32_MAX, depth),
+        (1, 0, 0, depth + 1), (1, 0, 1, U32_MAX),
+        (1, 0, 3, 2), (1, 0, depth, 0),
+        (0, tasks, depth + 1, depth),
+    ]
+
+
+def test_kernel_refuses_out_of_range_calls_touching_no_memory(designs) -> None:
+    """Every class of bad argument: the C-simulated kernel's status is exactly the expected causes and the
+    weight, scratch, input and output buffers are byte-identical before and after; a good call then runs."""
     d = designs("tiny")
-    d.lib.set_weights(d.packed)
-    buf = pack_images(d.cfg, d.image)
-    for task, first, last in [(len(d.cfg.model.tasks), 0, 4), (0, 3, 2), (0, 9, 9)]:
-        out = d.lib.call(1, task, first, last, buf)
-        assert not out.any()
+    flags = RegisterMap.load(d.project / "register_map.json").flags("status")
+    assert d.lib.sizes["max_images"] == MAX_IMAGES and d.lib.sizes["tasks"] == len(d.cfg.model.tasks)
+    sl = scratch_layout(d.cfg)
+    rng = np.random.default_rng(5)
+    scratch = rng.integers(0, 256, sl.total_bytes, dtype=np.uint8)
+    for n, task, first, last in _bad_calls(d.cfg):
+        want = expected_status(d.cfg, flags, n, task, first, last)
+        assert want, (n, task, first, last)
+        images = max(1, min(n, MAX_IMAGES))
+        stride = sl.image_bytes if first == 0 else sl.token_bytes
+        inp = rng.integers(0, 256, images * stride, dtype=np.uint8)
+        out = rng.integers(0, 256, images * sl.token_bytes, dtype=np.uint8)
+        weights, before = d.packed.copy(), [scratch.copy(), inp.copy(), out.copy()]
+        status = d.lib.top(n, task, first, last, weights, scratch, inp, out)
+        assert status == want, f"{(n, task, first, last)}: status 0x{status:x}, expected 0x{want:x}"
+        for name, was, now in zip(("scratch", "input", "output"), before, (scratch, inp, out), strict=True):
+            assert np.array_equal(was, now), f"{(n, task, first, last)}: the refused call changed {name}"
+        assert np.array_equal(weights, d.packed)
+    # the same check can fail: a good call (status 0) writes the output and the scratch
+    out = rng.integers(0, 256, sl.token_bytes, dtype=np.uint8)
+    before = scratch.copy()
+    assert d.lib.top(1, 1, 0, d.cfg.model.depth, d.packed, scratch, pack_images(d.cfg, d.image), out) == 0
+    np.testing.assert_array_equal(unpack_tokens(d.cfg, out, 1)[0], d.golden.run(d.image, 1, taps=False).tokens)
+    assert not np.array_equal(before, scratch)
+    with pytest.raises(CsimError, match=r"refused the call \(status 0x2\): task = 2 is outside \[0, 1\]"):
+        d.lib.call(1, 2, 0, 1, pack_images(d.cfg, d.image))
+    with pytest.raises(ValueError, match="does not fit its 32-bit register"):
+        d.lib.call(1, 1 << 32, 0, 1, pack_images(d.cfg, d.image))
+
+
+def _twin_status(dev: SimulatedDevice, regmap: RegisterMap, n: int, task: int, first: int, last: int) -> int:
+    """One call through the twin's registers: write the scalars, ap_start, wait for idle, read ``status``."""
+    for name, value in (("num_images", n), ("task", task), ("first_layer", first), ("last_layer", last)):
+        dev.write(regmap.offset(name), value)
+    dev.write(CTRL, AP_START)
+    dev._thread.join()  # the twin runs the kernel on a thread; no polling needed here
+    assert dev.read(CTRL) & AP_IDLE and dev.error is None, dev.error
+    return dev.read(regmap.offset("status"))
+
+
+def test_twin_and_csim_guards_agree(designs) -> None:
+    """On a grid of (num_images, task, first_layer, last_layer) with edges 0, max, max + 1 and 2^32 - 1, the
+    digital twin's guard (Python, before it maps memory) and the C-simulated kernel's give the same status,
+    bit for bit, and both equal the expected causes; the twin leaves device memory untouched when it refuses."""
+    d = designs("tiny")
+    depth, tasks = d.cfg.model.depth, len(d.cfg.model.tasks)
+    regmap = RegisterMap.load(d.project / "register_map.json")
+    flags = regmap.flags("status")
+    dev = SimulatedDevice(csim_kernel(d.lib, regmap))
+    sl = scratch_layout(d.cfg)
+    buffers = {"weights": d.packed.size, "scratch": sl.total_bytes,
+               "input": MAX_IMAGES * max(sl.image_bytes, sl.token_bytes), "output": MAX_IMAGES * sl.token_bytes}
+    for name, size in buffers.items():
+        buf = dev.allocate((size,), np.uint8)
+        if name == "weights":
+            buf[:] = d.packed
+            buf.flush()
+        for i, word in enumerate((buf.device_address & U32_MAX, buf.device_address >> 32)):
+            dev.write(regmap.args[name]["data_offsets"][i], word)
+    grid = [(n, t, f, la) for n in (0, 1, MAX_IMAGES, MAX_IMAGES + 1, U32_MAX) for t in (0, tasks - 1, tasks, U32_MAX)
+            for f in (0, 1, depth, depth + 1, U32_MAX) for la in (0, depth, depth + 1)]
+    refused = 0
+    for n, task, first, last in grid:
+        want = expected_status(d.cfg, flags, n, task, first, last)
+        memory = {a: b.copy() for a, b in dev.memory.blocks.items()}
+        twin = _twin_status(dev, regmap, n, task, first, last)
+        if want:
+            assert all(np.array_equal(memory[a], b) for a, b in dev.memory.blocks.items()), (n, task, first, last)
+            refused += 1
+        images = max(1, min(n, MAX_IMAGES))
+        inp = np.zeros(images * (sl.image_bytes if first == 0 else sl.token_bytes), np.uint8)
+        csim = d.lib.top(n, task, first, last, d.packed, np.zeros(sl.total_bytes, np.uint8), inp,
+                         np.zeros(images * sl.token_bytes, np.uint8))
+        assert (twin, csim) == (want, want), f"{(n, task, first, last)}: twin 0x{twin:x}, C-sim 0x{csim:x}, " \
+                                             f"expected 0x{want:x}"
+    assert 0 < refused < len(grid)
+
 
 
 def test_odd_tiles(designs) -> None:
@@ -621,7 +728,10 @@ def test_standalone_testbench_ap_types(designs) -> None:
     proc = run_testbench(tb, data)
     assert proc.returncode == 0, proc.stdout[-2000:]
     n_taps = sum(len(c[3].taps) for c in cases)
-    assert f"PASS: {n_taps + len(cases)} comparisons in {len(cases)} cases, 0 failed" in proc.stdout
+    # every tap and output of every case, and the refused call of an out-of-range task (status bit "task")
+    assert f"PASS: {n_taps + len(cases) + 1} comparisons in {len(cases)} cases, 0 failed" in proc.stdout
+    tasks, task_bit = len(d.cfg.model.tasks), RegisterMap.load(d.project / "register_map.json").flags("status")["task"]
+    assert f"task {tasks} (out of range): status 0x{1 << task_bit:x}, output untouched: ok" in proc.stdout
     # a corrupted golden file must fail
     path = data / "t0" / "block1.mlp.bin"
     raw = bytearray(path.read_bytes())

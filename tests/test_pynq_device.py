@@ -134,8 +134,9 @@ def test_driver_runs_through_pynqs_own_classes(tmp_path) -> None:
 
     Only the hardware is simulated: a REGISTER_RW device whose registers and memory are the twin's."""
     from m3vit.codegen.config import load_config
+    from m3vit.codegen.layout import pack_images
     from m3vit.host.csim_device import csim_device
-    from m3vit.host.driver import Accelerator
+    from m3vit.host.driver import Accelerator, AcceleratorError
     from m3vit.host.weights import load_weights, pack_model
     from m3vit.sim.golden import GoldenModel
     from m3vit.sim.inputs import random_image
@@ -159,6 +160,11 @@ def test_driver_runs_through_pynqs_own_classes(tmp_path) -> None:
         for task in (0, 1):
             want = golden.run(golden.quantize_image(image), task).tokens
             assert np.array_equal(acc.run(image, task, raw=True)[0], want)
+        # a call past the host-side checks: the status register, read through pynq's MMIO, names the cause
+        assert ip.read(regmap.offset("status")) == 0
+        with pytest.raises(AcceleratorError, match=r"status 0x2\): task = 2 is outside \[0, 1\]"):
+            acc._execute(pack_images(cfg, golden.quantize_image(image)[None]), 1, 2, 0, cfg.model.depth)
+        assert ip.read(regmap.offset("status")) == 1 << regmap.flags("status")["task"]
     assert device.allocations and all(a == {"cacheable": True} for a in device.allocations)
     weights_lo = twin.read(regmap.args["weights"]["data_offsets"][0])
     weights_hi = twin.read(regmap.args["weights"]["data_offsets"][1])

@@ -4,7 +4,8 @@ Run by tests/rtl/test_hls_top.py when exported Verilog exists. Environment: ``M3
 register map parsed from the exported ``*_control_s_axi.v``), ``M3VIT_HLS_MAXI`` (JSON list of m_axi
 bundle names), ``M3VIT_HLS_RESULTS`` (output JSON). The bench checks what every Vitis block must do:
 come out of reset idle, keep the argument registers it is given (low and high pointer words), and —
-started on zeroed memory with every scalar 0 — reach ap_done and return to ap_idle.
+started on zeroed memory with every scalar 0 — reach ap_done and return to ap_idle. The value of an output
+register named ``status`` after the run goes into the results (num_images = 0 is a call the kernel refuses).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ async def hls_top_smoke(dut) -> None:
     result["ap_done"] = done
     ctrl = await axil.read_dword(0x00)
     result["ap_idle_after"] = bool(ctrl & 0x4)
+    for arg in regs:
+        if arg["name"] == "status":
+            result["status"] = await axil.read_dword(arg["offsets"][0])
     out = os.environ.get("M3VIT_HLS_RESULTS")
     if out:
         with open(out, "w") as f:

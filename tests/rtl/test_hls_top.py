@@ -16,6 +16,7 @@ import pytest
 
 from m3vit import build_dir
 from m3vit.codegen.hls import register_map
+from m3vit.host.registers import RegisterMap
 from m3vit.sim.rtl.runner import prepare_simulator
 from tests.conftest import REPO_ROOT
 
@@ -166,4 +167,8 @@ def test_hls_exported_top() -> None:
             "M3VIT_HLS_RESULTS": str(results),
         },
     )
-    assert json.loads(results.read_text())["ap_done"], f"{how}: see {work / 'sim.log'}"
+    res = json.loads(results.read_text())
+    assert res["ap_done"], f"{how}: see {work / 'sim.log'}"
+    if "status" in res:  # every scalar was 0: the guard refuses num_images = 0 (and only that)
+        images_bit = RegisterMap(register_map(top=top)).flags("status")["images"]
+        assert res["status"] == 1 << images_bit, f"{how}: status 0x{res['status']:x}; see {work / 'sim.log'}"

@@ -39,10 +39,11 @@ ATT_Q_TILE:
     }
 }
 
-// attn_head(q, ng, h, kv, acc, l, sat): one head of one query group: acc[mo][d] and l[mo] after the last
+// attn_head(q, ng, h, kv, acc, sat): one head of one query group: acc[mo][d] and l[mo] = acc[mo][HEAD_DIM]
+// after the last
 // key block (the softmax state of docs/numerics.md §9), every key block through the MAC array.
 inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const AttnKV& kv,
-                      cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM], cfg::attn_l_t l[cfg::MAC_OUT],
+                      cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM + 1],
                       SatCounters& sat) {
     using namespace cfg;
     static z_t zb[KEY_BLOCK][MAC_OUT];  // z of the current key block
@@ -180,48 +181,85 @@ ATT_BLOCKS:
         }
         for (int mo = 0; mo < MAC_OUT; mo++) {
 #pragma HLS UNROLL
-            l[mo] = first ? attn_l_t(psum[mo]) : attn_l_t(rshr<PROB_FRAC>(i64(l[mo]) * i64(alpha[mo])) + i64(psum[mo]));
+            acc[mo][HEAD_DIM] = first ? ctx_acc_t(psum[mo])
+                                      : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][HEAD_DIM]) * i64(alpha[mo])) + i64(psum[mo]));
         }
     }
 }
 
-// stage_attention(scratch, sat): ctx (region attn) = softmax(q·kᵀ) v per head, from the qkv region.
-// Scores saturate to 32 bits (class score), the context to the qkv format (class qkv).
-inline void stage_attention(cfg::word_t* scratch, const AttnKV& kv, SatCounters& sat) {
+typedef cfg::qkv_t q_tile_t[cfg::MAC_OUT][cfg::DIM];
+typedef cfg::ctx_acc_t head_state_t[cfg::MAC_OUT][cfg::HEAD_DIM + 1];  // acc, and l in the last column
+
+// att_reader(scratch, qs): each query group's q rows (qkv region) into a query tile.
+inline void att_reader(const cfg::word_t* scratch, hls::stream_of_blocks<q_tile_t, 2>& qs) {
     using namespace cfg;
-    M3VIT_LEDGER_PROCESS("stage_attention");
-    static qkv_t q[MAC_OUT][DIM];
-    static qkv_t ctx[MAC_OUT][DIM];
-    static ctx_acc_t acc[MAC_OUT][HEAD_DIM];
-#pragma HLS ARRAY_PARTITION variable = acc complete dim = 1
-    attn_l_t l[MAC_OUT];
+    M3VIT_LEDGER_PROCESS("att_reader");
 ATT_GROUPS:
     for (int q0 = 0; q0 < TOKENS; q0 += MAC_OUT) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = QUERY_GROUPS
         M3VIT_LEDGER_LOOP(ATT_GROUPS, q0 == 0, 2);
         const int ng = (TOKENS - q0 < MAC_OUT) ? TOKENS - q0 : MAC_OUT;
+        hls::write_lock<q_tile_t> q_lock(qs);
+        q_tile_t& q = q_lock;
     ATT_Q_ROWS:
         for (int t = 0; t < ng; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT
             M3VIT_LEDGER_LOOP(ATT_Q_ROWS, t == 0, 2);
             burst_read_elems<QKV_CB>(scratch + SCR_QKV + uint64_t(q0 + t) * STR_QKV3, 0, DIM, q[t]);
         }
+    }
+}
+
+// att_compute(kv, qs, hs, sat): every head of every query group on the MAC array.
+inline void att_compute(const AttnKV& kv, hls::stream_of_blocks<q_tile_t, 2>& qs,
+                        hls::stream_of_blocks<head_state_t, 2>& hs, SatCounters& sat) {
+    using namespace cfg;
+    M3VIT_LEDGER_PROCESS("att_compute");
+ATT_GROUPS:
+    for (int q0 = 0; q0 < TOKENS; q0 += MAC_OUT) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = QUERY_GROUPS
+        M3VIT_LEDGER_LOOP(ATT_GROUPS, q0 == 0, 2);
+        const int ng = (TOKENS - q0 < MAC_OUT) ? TOKENS - q0 : MAC_OUT;
+        hls::read_lock<q_tile_t> q_lock(qs);
+        const q_tile_t& q = q_lock;
     ATT_HEADS:
         for (int h = 0; h < HEADS; h++) {
             M3VIT_LEDGER_LOOP(ATT_HEADS, h == 0, 4);
-            attn_head(q, ng, h, kv, acc, l, sat);
-        ATT_FINAL:  // 1 / l per query (a pipelined divider), then acc · R, MAC_OUT lanes per cycle
+            hls::write_lock<head_state_t> h_lock(hs);
+            head_state_t& st = h_lock;
+            attn_head(q, ng, h, kv, st, sat);
+        }
+    }
+}
+
+// att_writer(scratch, hs, sat): per head, 1 / l per query (a pipelined divider) and ctx = acc · R (MAC_OUT
+// lanes per cycle); the group's context rows to DDR (region attn). The context saturates (class qkv).
+inline void att_writer(cfg::word_t* scratch, hls::stream_of_blocks<head_state_t, 2>& hs, SatCounters& sat) {
+    using namespace cfg;
+    M3VIT_LEDGER_PROCESS("att_writer");
+    static qkv_t ctx[MAC_OUT][DIM];
+ATT_GROUPS:
+    for (int q0 = 0; q0 < TOKENS; q0 += MAC_OUT) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = QUERY_GROUPS
+        M3VIT_LEDGER_LOOP(ATT_GROUPS, q0 == 0, 2);
+        const int ng = (TOKENS - q0 < MAC_OUT) ? TOKENS - q0 : MAC_OUT;
+    ATT_OUT_HEADS:
+        for (int h = 0; h < HEADS; h++) {
+            M3VIT_LEDGER_LOOP(ATT_OUT_HEADS, h == 0, 4);
+            hls::read_lock<head_state_t> h_lock(hs);
+            const head_state_t& st = h_lock;
+        ATT_FINAL:
             for (int t = 0; t < ng; t++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT
                 M3VIT_LEDGER_PIPELINE(ATT_FINAL, t == 0, 1, 72);
                 i64 r;
                 int len;
-                recip(u64(l[t]), r, len);  // l ≥ 2^15: the max key contributes 2^15
+                recip(u64(st[t][HEAD_DIM]), r, len);  // l ≥ 2^15: the max key contributes 2^15
             ATT_OUT:
                 for (int d = 0; d < HEAD_DIM; d++) {
                     ctx[t][h * HEAD_DIM + d] =
-                        qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(i64(acc[t][d]) * r, len + 15), sat.c[SAT_QKV]));
+                        qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(i64(st[t][d]) * r, len + 15), sat.c[SAT_QKV]));
                 }
             }
         }
@@ -232,6 +270,26 @@ ATT_GROUPS:
             burst_write_elems<QKV_CB>(scratch + SCR_ATTN + uint64_t(q0 + t) * STR_QKVD, DIM, ctx[t]);
         }
     }
+}
+
+// stage_attention(scratch, kv, sat): ctx (region attn) = softmax(q·kᵀ) v per head, from the queries (qkv
+// region) and the on-chip K, Vᵀ: a DATAFLOW region of query reader, MAC-array attention and context writer.
+// Scores saturate to 32 bits (class score), the context to the qkv format (class qkv).
+inline void stage_attention(cfg::word_t* scratch, const AttnKV& kv, SatCounters& sat) {
+    using namespace cfg;
+    SatCounters s_c, s_w;
+    sat_clear(s_c);
+    sat_clear(s_w);
+    hls::stream_of_blocks<q_tile_t, 2> qs;
+    hls::stream_of_blocks<head_state_t, 2> hs;
+    M3VIT_BLOCKS_NAME(qs);
+    M3VIT_BLOCKS_NAME(hs);
+    M3VIT_DATAFLOW_REGION("attention") {
+        M3VIT_PROCESS(att_reader, scratch, qs);
+        M3VIT_PROCESS(att_compute, kv, qs, hs, s_c);
+        M3VIT_PROCESS(att_writer, scratch, hs, s_w);
+    }
+    for (int c = 0; c < SAT_NUM; c++) sat.c[c] += s_c.c[c] + s_w.c[c];
 }
 
 }  // namespace m3vit

@@ -36,8 +36,7 @@ inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::wor
     if (BLOCK_OFF[b].moe) {
         run_stage(ST_ROUTER, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
         M3VIT_LEDGER_STEP("queues", -1);
-        build_queues(st.rt, st.qs);
-        M3VIT_LEDGER_STEP("experts", -1);
+        build_queues(st.rt, st.qs);  // the experts stage's job list and accumulator clear count here too
         run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
     } else {
         M3VIT_LEDGER_STEP("mlp", -1);

@@ -376,6 +376,7 @@ READER_JOBS:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
         M3VIT_LEDGER_LOOP(READER_JOBS, j == 0, 4);
         const Job job = jobs[j];
+        if (stage == ST_EXPERTS) M3VIT_LEDGER_STEP("expert", job.expert);
     READER_TILES:
         for (int r0 = 0; r0 < job.n; r0 += TOKEN_TILE) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
@@ -727,6 +728,7 @@ WRITER_JOBS:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
         M3VIT_LEDGER_LOOP(WRITER_JOBS, j == 0, 4);
         const Job job = jobs[j];
+        if (stage == ST_EXPERTS) M3VIT_LEDGER_STEP("expert", job.expert);
         const int c0 = job.ot0 * MAC_OUT;
         const int n_out = stage == ST_Q ? DIM : stage_info(stage).n;
         const int nc = stage == ST_EXPERTS ? DIM : (n_out - c0 < job.ot_n * MAC_OUT) ? n_out - c0 : job.ot_n * MAC_OUT;
@@ -794,6 +796,7 @@ WRITER_JOBS:
         }
     }
     if (stage == ST_EXPERTS) {
+        M3VIT_LEDGER_STEP("finalize", -1);
     MOE_FINAL:
         for (int t = 0; t < TOKENS; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS
@@ -834,7 +837,8 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
     M3VIT_BLOCKS_NAME(as);
     M3VIT_BLOCKS_NAME(ys);
 #pragma HLS BIND_STORAGE variable = sw type = ram_2p impl = bram
-    M3VIT_DATAFLOW_REGION("stage") {
+    static const char* const names[] = {"embed", "kv", "q", "proj", "fc1", "fc2", "router", "experts"};
+    M3VIT_DATAFLOW_REGION(names[stage]) {
         M3VIT_PROCESS(loader, stage, b, task, weights, jobs, n_jobs, sw, sb);
         M3VIT_PROCESS(reader, stage, image, scratch, qs, g, be, jobs, n_jobs, as, s_rd);
         M3VIT_PROCESS(mac, stage, b, jobs, n_jobs, sw, sb, as, ys, s_mac);

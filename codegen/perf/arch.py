@@ -230,7 +230,7 @@ class Lanes:
 
     ln: int  # LayerNorm normalise lanes (and as many squarers for the statistics)
     out: int  # requantise / GELU / gate-multiply / residual lanes behind the array's outputs
-    exp: int  # attention score-scale + exp2 lanes (one per score the array emits per cycle)
+    exp: int  # attention exp2 lanes: a probability tile (mac_out × mac_in) in mac_in / 2 cycles
     acc: int  # attention accumulator rescale (x α) / final (x R) lanes
     router: int  # router softmax multipliers
     heads_per_pass: int  # heads the array reduces at once in q·kᵀ (split adder tree)
@@ -250,7 +250,7 @@ def lanes(cfg: DesignConfig) -> Lanes:
     return Lanes(
         ln=max(1, mi // 4),
         out=pow2_ceil(ceil_div(mo, min_it)),
-        exp=mo * hp,
+        exp=2 * mo * hp,
         acc=max(1, ceil_div(mo * hd, per_block)),
         router=max(1, ceil_div(m.num_experts + m.top_k, ceil_div(m.num_experts, mo) * ceil_div(m.dim, mi))),
         heads_per_pass=hp,

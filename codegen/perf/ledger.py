@@ -130,10 +130,14 @@ class Ledger:
 
     # -------------------------------------------------------------------------------- cycles
     def regions(self) -> list[LedgerRegion]:
+        """Every (step, region) with processes or executions. A process that switched steps inside a region
+        (the experts' jobs) forms a region of its own step, entered 0 times there (its fill counts where the
+        region was entered)."""
+        keys = set(self.region_executions) | {(p.step, p.region) for p in self.processes if p.region}
         out = []
-        for (step, name), n in sorted(self.region_executions.items()):
+        for step, name in sorted(keys):
             procs = tuple(p for p in self.processes if p.step == step and p.region == name)
-            out.append(LedgerRegion(step, name, n, procs))
+            out.append(LedgerRegion(step, name, self.region_executions.get((step, name), 0), procs))
         return out
 
     def step_cycles(self) -> dict[str, int]:

@@ -19,12 +19,10 @@ from m3vit.codegen.perf.arch import (
     expert_bytes,
     lanes,
     load_cycles,
-    mlp_chunk_hidden,
     op_rate_div,
-    patch_chunks,
-    tile_lengths,
     weight_bytes,
 )
+from m3vit.codegen.perf.engine import EngineModel
 
 
 # ------------------------------------------------------------------------------------ steps
@@ -62,6 +60,7 @@ class _Builder:
         self.act_b = container_bytes(self.n.act.bits)
         self.bw = dma_bytes_per_cycle(cfg, arch)
         self.rate = {op: op_rate_div(cfg, op) for op in OPS}
+        self.eng = EngineModel(cfg, arch)
 
     def ma(self, op: str, n_out: int, k_red: int, tiles: Sequence[int]) -> int:
         """MAC-array cycles of a matmul: weight tiles (ot, it) stationary over each token tile."""
@@ -86,104 +85,60 @@ class _Builder:
         t, d = self.m.num_tokens, self.m.dim
         return {"out": t * d // self.lanes.out, "ln_stats": t * d // self.lanes.ln}, 2 * t * d * self.act_b
 
-    # -- the steps ------------------------------------------------------------------------------
+    # -- the steps: the stages of the generated kernels (m3vit.codegen.perf.engine) ----------------------
+    def staged(self, name: str, layer: str, kind: str, wbytes: int, mac: int, critical: int, macs: int,
+               act_bytes: int, side_bytes: int = 0) -> Step:
+        """A step of one or more stages run one after another: ``critical`` is the sum of their regions'
+        slowest processes, ``mac`` the MAC array's busy cycles within them."""
+        return Step(name, layer, kind, wbytes, {"mac": mac, "critical": critical}, macs, act_bytes,
+                    side_bytes=side_bytes)
+
     def embed(self) -> list[Step]:
         m, n = self.m, self.n
+        r = self.eng.dense("embed")
         wb, bb = weight_bytes(self.cfg), bias_bytes(self.cfg)
-        tiles = tile_lengths(m.num_patches, self.hw.token_tile)
-        in_b = container_bytes(n.input.bits)
-        steps = []
-        chunks = patch_chunks(self.cfg)
-        for i, rows in enumerate(chunks):
-            image = m.num_patches * m.patch_dim * in_b
-            pos = m.num_tokens * rows * self.act_b
-            out = m.num_tokens * rows * self.act_b * (1 if i == 0 else 2)  # later chunks update written rows
-            units = {"mac": self.ma("patch_embed", rows, m.patch_dim, tiles)}
-            if i == len(chunks) - 1:
-                units["ln_stats"] = m.num_tokens * m.dim // self.lanes.ln
-            steps.append(self.step(f"embed.{i}", "embed", "embed", rows * (m.patch_dim * wb + bb), units,
-                                   m.num_patches * m.patch_dim * rows, image + pos + out))
-        return steps
+        image = m.num_patches * m.patch_dim * container_bytes(n.input.bits)
+        return [self.staged("embed", "embed", "embed", m.dim * (m.patch_dim * wb + bb), r.mac, r.cycles,
+                            m.num_patches * m.patch_dim * m.dim, image + 2 * m.num_tokens * m.dim * self.act_b)]
 
     def block(self, b: int, loads: Sequence[int] | None) -> list[Step]:
-        m, hw, ln = self.m, self.hw, self.lanes
+        m = self.m
         t, d = m.num_tokens, m.dim
         wb, bb = weight_bytes(self.cfg), bias_bytes(self.cfg)
         layer = f"block{b}"
-        tt = tile_lengths(t, hw.token_tile)
-        units = {"mac": self.ma("qkv", 2 * d, d, tt), "ln": t * d // ln.ln}
-        act = t * d * self.act_b
-        if b > 0:
-            # the previous block's finalize runs in the same pass, token row by token row: its accumulator
-            # row is read just before this block's K,V row overwrites it (they share kv_or_acc)
-            fin, fin_act = self.finalize_work()
-            units = {k: units.get(k, 0) + fin.get(k, 0) for k in set(units) | set(fin)}
-            act = fin_act
-        steps = [self.step(f"{layer}.kv", layer, "kv", 2 * d * d * wb + 2 * d * bb, units, t * d * 2 * d, act)]
+        r = self.eng.dense("kv")
+        steps = [self.staged(f"{layer}.kv", layer, "kv", 2 * d * d * wb + 2 * d * bb, r.mac, r.cycles, t * d * 2 * d,
+                             t * d * (self.act_b + 3))]
         steps.append(self.attention(b))
         if m.is_moe(b):
             steps += self.moe(b, loads)
         else:
             steps += self.mlp(b)
-        if b == m.depth - 1:
-            fin, fin_act = self.finalize_work()
-            steps.append(self.step(f"{layer}.finalize", layer, "finalize", 0, fin, 0, fin_act))
         return steps
 
     def attention(self, b: int) -> Step:
-        """Per query group of mac_out tokens: q, q·kᵀ and p·v over every key block, proj, residual; in MoE
-        blocks also LN2 and the router (its weights in the other slot) on the finished rows."""
-        m, hw, ln = self.m, self.hw, self.lanes
-        t, d, h, hd, ne = m.num_tokens, m.dim, m.num_heads, m.head_dim, m.num_experts
-        mi, mo, r = hw.mac_in, hw.mac_out, self.arch.weight_reuse
+        """The queries (Q stage), attention on the MAC array, proj + residual and, in MoE blocks, LayerNorm 2
+        and the router with its routing lanes: stages run one after another."""
+        m = self.m
+        t, d, ne = m.num_tokens, m.dim, m.num_experts
         wb, bb = weight_bytes(self.cfg), bias_bytes(self.cfg)
-        qk_div, pv_div = self.rate["attn_qk"], self.rate["attn_pv"]
-        blocks = tile_lengths(t, hw.attn_key_block)
-        head_passes = ceil_div(h, ln.heads_per_pass)
         moe = m.is_moe(b)
-        mac = soft = lnc = rtr = 0
-        pv_chunks = sum(ceil_div(nb, mi) for nb in blocks)
-        groups = tile_lengths(t, mo)  # query groups: mac_out queries stationary in the array
-        for ng in set(groups):
-            count = groups.count(ng)
-            g_mac = self.ma("qkv", d, d, [ng]) + self.ma("proj", d, d, [ng])
-            # q·kᵀ: one key per cycle per (head pass, dim pass), plus loading the stationary q tile
-            g_mac += head_passes * ln.hd_passes * (t * qk_div + r)
-            # p·v: stationary p tile (mac_out queries × mac_in keys), one vᵀ row (a head dim) per cycle
-            g_mac += h * pv_chunks * max(hd, r) * pv_div
-            # softmax unit: exp lanes and rescale lanes work concurrently on a block; then the final acc · R
-            g_soft = h * sum(max(ceil_div(ng * nb, ln.exp), ceil_div(ng * hd, ln.acc)) for nb in blocks)
-            g_soft += h * ceil_div(ng * hd, ln.acc)
-            g_ln = ng * d // ln.ln
-            if moe:
-                g_mac += self.ma("router", ne, d, [ng])
-                rtr += count * (ng * (ne + m.top_k) // ln.router)
-                g_ln += ng * d // ln.ln
-            mac += count * g_mac
-            soft += count * g_soft
-            lnc += count * g_ln
+        regions = [self.eng.dense("q"), self.eng.dense("proj")] + ([self.eng.dense("router")] if moe else [])
+        att = self.eng.attention()
+        mac = sum(r.mac for r in regions) + att
+        critical = sum(r.cycles for r in regions) + att
         macs = t * d * d * 2 + 2 * t * t * d + (t * d * ne if moe else 0)
-        # the first key block's exps of a layer cannot overlap anything: one exp pass exposed
-        fill = ceil_div(min(mo, t) * min(hw.attn_key_block, t), ln.exp)
-        act = 2 * t * d * self.act_b  # read x (LN1 → q, residual), write x'
-        return self.step(f"block{b}.attn", f"block{b}", "attn", 2 * d * d * wb + 2 * d * bb,
-                         {"mac": mac, "softmax": soft, "ln": lnc, "router": rtr}, macs, act, fill=fill,
-                         side_bytes=ne * d * wb if moe else 0)
+        return self.staged(f"block{b}.attn", f"block{b}", "attn", 2 * d * d * wb + 2 * d * bb, mac, critical, macs,
+                           4 * t * d * self.act_b, side_bytes=ne * d * wb if moe else 0)
 
     def mlp(self, b: int) -> list[Step]:
-        m, hw, ln = self.m, self.hw, self.lanes
-        t, d = m.num_tokens, m.dim
-        c = mlp_chunk_hidden(self.cfg)
+        m = self.m
+        t, d, f = m.num_tokens, m.dim, m.mlp_hidden
         wb, bb = weight_bytes(self.cfg), bias_bytes(self.cfg)
-        tt = tile_lengths(t, hw.token_tile)
-        steps = []
-        for j in range(m.mlp_hidden // c):
-            mac = self.ma("mlp_fc1", c, d, tt) + self.ma("mlp_fc2", d, c, tt)
-            steps.append(self.step(
-                f"block{b}.mlp.{j}", f"block{b}", "mlp_chunk", 2 * d * c * wb + (c + (d if j == 0 else 0)) * bb,
-                {"mac": mac, "ln": t * d // ln.ln, "out": t * (c + d) // ln.out}, 2 * t * d * c,
-                t * d * self.act_b))
-        return steps
+        regions = [self.eng.dense("fc1"), self.eng.dense("fc2")]
+        return [self.staged(f"block{b}.mlp", f"block{b}", "mlp_chunk", 2 * d * f * wb + (f + d) * bb,
+                            sum(r.mac for r in regions), sum(r.cycles for r in regions), 2 * t * d * f,
+                            t * (3 * d + 2 * f) * self.act_b)]
 
     def moe(self, b: int, loads: Sequence[int] | None) -> list[Step]:
         m = self.m
@@ -193,26 +148,28 @@ class _Builder:
         if len(counts) != ne or sum(counts) not in range(t, t * k + 1, t):
             raise ValueError(f"block {b}: loads must be {ne} queue lengths summing to T·K' for K' in [1, {k}] "
                              f"(T·K = {t * k}), got {counts}")
-        steps = [self.queues(b)]
+        used = sum(1 for n in counts if n > 0)
+        steps = [self.queues(b, used)]
         # an empty expert is skipped: no load, no compute
         steps += [self.expert(b, x, n) for x, n in enumerate(counts) if n > 0]
+        fin = self.eng.finalize()
+        steps.append(self.staged(f"block{b}.finalize", f"block{b}", "finalize", 0, 0, fin, 0,
+                                 3 * t * m.dim * self.act_b))
         return steps
 
-    def queues(self, b: int) -> Step:
+    def queues(self, b: int, used: int | None = None) -> Step:
         """Counting sort of the T·K routing entries into per-expert queues (overlaps the first expert's load)."""
         m = self.m
-        return self.step(f"block{b}.queues", f"block{b}", "queues", 0,
-                         {"queue": m.num_tokens * m.top_k + m.num_experts}, 0, 0)
+        c = self.eng.queues(m.num_experts if used is None else used)
+        return self.staged(f"block{b}.queues", f"block{b}", "queues", 0, 0, c, 0, 0)
 
     def expert(self, b: int, x: int, n: int) -> Step:
-        """Expert ``x`` over a queue of ``n`` tokens: gather + LN2, fc1, GELU, fc2, y · g into the accumulator."""
-        m, hw, ln = self.m, self.hw, self.lanes
+        """Expert ``x`` over a queue of ``n`` tokens: gather, fc1, GELU, fc2, y · g into the accumulator."""
+        m = self.m
         d, e = m.dim, m.expert_hidden
-        qt = tile_lengths(n, hw.token_tile)
-        mac = self.ma("expert_fc1", e, d, qt) + self.ma("expert_fc2", d, e, qt)
-        return self.step(f"block{b}.expert{x}", f"block{b}", "expert", expert_bytes(self.cfg),
-                         {"mac": mac, "ln": n * d // ln.ln, "out": n * (e + d) // ln.out}, 2 * n * d * e,
-                         n * d * self.act_b)
+        r = self.eng.expert(n)
+        return self.staged(f"block{b}.expert{x}", f"block{b}", "expert", expert_bytes(self.cfg), r.mac, r.cycles,
+                           2 * n * d * e, n * d * self.act_b)
 
 
 def expert_step(cfg: DesignConfig, tokens: int, arch: Arch = ARCH) -> Step:

@@ -1,0 +1,222 @@
+"""Cycle model of the generated kernels' stages (hls/m3vit_linear.h, m3vit_attention.h, m3vit_moe.h).
+
+Each matmul stage is a DATAFLOW region of four processes (loader, reader, mac, writer) over its jobs; a
+region costs its slowest process. The attention is sequential code around the MAC array. Every loop is priced
+as the cycle ledger prices it (``perf.ledger``): a pipelined loop entry of ``n`` trips costs
+``(n - 1)·II + depth``, a non-pipelined loop ``body`` cycles per iteration, with the II, depth and body the
+kernels declare next to each loop. The functions here mirror the loops of the kernels one for one, so the ledger
+of a C simulation (measured trip counts) and this model (trip counts from the config and the routing) agree;
+tests/test_ledger.py checks it step by step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from m3vit.codegen.bits import ceil_div, container_bits
+from m3vit.codegen.config import DesignConfig
+from m3vit.codegen.perf.arch import ARCH, Arch, array_packed, lanes, op_rate_div, tile_lengths
+
+LN_RECIP_DEPTH = 110
+"""Pipeline depth the kernels declare for a LayerNorm row's ISQRT + RECIP (one row per cycle)."""
+ROUTE_DEPTH = 96
+"""Pipeline depth of the routing lanes (exp2, one division, top-K compare chains)."""
+RECIP_DEPTH = 72
+"""Pipeline depth of the attention's 1/l divider."""
+
+
+def pipe(n: int, ii: int = 1, depth: int = 1) -> int:
+    """Cycles of one entry of a pipelined loop of ``n`` trips."""
+    return (n - 1) * ii + depth if n > 0 else 0
+
+
+def slot_tiles(cfg: DesignConfig) -> int:
+    """Weight tiles (mac_out × mac_in) one slot holds: the largest weight group a job needs (K and V, Q and
+    proj chunks, an expert, a dense-MLP chunk, a router), and at least one out-tile of every matrix."""
+    m, hw = cfg.model, cfg.hardware
+    d, eh = m.dim, m.expert_hidden
+
+    def it(x: int) -> int:
+        return ceil_div(x, hw.mac_in)
+
+    def ot(x: int) -> int:
+        return ceil_div(x, hw.mac_out)
+
+    has_moe, has_dense = bool(m.moe_block_set), len(m.moe_block_set) < m.depth
+    groups = [ot(2 * d) * it(d), ot(d) * it(d), it(m.patch_dim)]
+    if has_moe:
+        groups += [ot(eh) * it(d) + ot(d) * it(eh), ot(m.num_experts) * it(d)]
+    if has_dense:
+        groups += [ot(eh) * it(d) + ot(d) * it(eh), it(m.mlp_hidden)]
+    return max(groups)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Busy cycles of the processes of one stage's DATAFLOW region."""
+
+    loader: int
+    reader: int
+    mac: int
+    writer: int
+
+    @property
+    def cycles(self) -> int:
+        return max(self.loader, self.reader, self.mac, self.writer)
+
+
+class EngineModel:
+    """The kernels' stages of one design, priced loop by loop."""
+
+    def __init__(self, cfg: DesignConfig, arch: Arch = ARCH) -> None:
+        self.cfg, self.arch = cfg, arch
+        m, hw, n = cfg.model, cfg.hardware, cfg.numerics
+        self.m, self.hw, self.n = m, hw, n
+        self.mi, self.mo, self.tt = hw.mac_in, hw.mac_out, hw.token_tile
+        self.rows_per = max(1, self.mo // arch.weight_reuse)
+        self.tile_rows = self.mo // self.rows_per  # cycles to load a stationary tile
+        self.slot = slot_tiles(cfg)
+        self.axi = hw.axi_data_bits
+        self.depth = arch.pipeline_depth
+        self.lanes = lanes(cfg)
+        self.packed = array_packed(cfg)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def words(self, count: int, bits: int) -> int:
+        """AXI words of ``count`` lanes of a ``bits``-bit format's container."""
+        return ceil_div(count * container_bits(bits), self.axi)
+
+    def rate(self, op: str) -> int:
+        return op_rate_div(self.cfg, op)
+
+    def it(self, k: int) -> int:
+        return ceil_div(k, self.mi)
+
+    def ot(self, n: int) -> int:
+        return ceil_div(n, self.mo)
+
+    def mac_tile(self, nt: int, ot_n: int, it_n: int, rate: int) -> int:
+        """mac_tile: the stationary-tile preload and the flattened (ot, it, t) loop."""
+        return pipe(self.tile_rows, 1, 2) + pipe(ot_n * it_n * max(nt, self.tile_rows) * rate, 1, self.depth)
+
+    def loader(self, tiles: int, biases: int) -> int:
+        w = tiles * self.mo * self.mi * container_bits(self.n.weight.bits) // self.axi
+        return pipe(w, 1, 8) + pipe(ceil_div(biases * container_bits(self.n.bias_bits), self.axi), 1, 8)
+
+    def ln_tile(self, nt: int) -> int:
+        """layernorm_tile: rows in with their statistics, ISQRT/RECIP per row, normalise + tap."""
+        d = self.m.dim
+        wa, wn = self.words(d, self.n.act.bits), self.words(d, self.n.norm.bits)
+        return nt * (2 + pipe(wa, 1, 6)) + pipe(nt, 1, LN_RECIP_DEPTH) + nt * (2 + pipe(wn, 1, 12))
+
+    # -- dense stages ---------------------------------------------------------------------------
+    def dense_jobs(self, ot0: int, ot1: int, it_n: int) -> list[tuple[int, int]]:
+        otc = self.slot // it_n
+        return [(o, min(otc, ot1 - o)) for o in range(ot0, ot1, otc)]
+
+    def dense(self, stage: str) -> Region:
+        """One dense stage over every token (or patch): ``embed``, ``kv``, ``q``, ``proj``, ``fc1``, ``fc2``,
+        ``router``."""
+        m, n, d = self.m, self.n, self.m.dim
+        k_in, n_out, op = {
+            "embed": (m.patch_dim, d, "patch_embed"), "kv": (d, 3 * d, "qkv"), "q": (d, 3 * d, "qkv"),
+            "proj": (d, d, "proj"), "fc1": (d, m.mlp_hidden, "mlp_fc1"), "fc2": (m.mlp_hidden, d, "mlp_fc2"),
+            "router": (d, m.num_experts, "router"),
+        }[stage]
+        it_n = self.it(k_in)
+        ot0 = d // self.mo if stage == "kv" else 0
+        ot1 = self.ot(d) if stage == "q" else self.ot(n_out)
+        rows = m.num_patches if stage == "embed" else m.num_tokens
+        tiles = tile_lengths(rows, self.tt)
+        rate = self.rate(op)
+        loader = reader = mac = writer = 0
+        for o, ot_n in self.dense_jobs(ot0, ot1, it_n):
+            cols = min(ot_n * self.mo, (d if stage == "q" else n_out) - o * self.mo)
+            loader += 4 + self.loader(ot_n * it_n, cols)
+            mac += 4 + sum(4 + self.mac_tile(nt, ot_n, it_n, rate) for nt in tiles)
+            reader += 4 + sum(4 + self.read_tile(stage, nt) for nt in tiles)
+            writer += 4 + sum(4 + self.write_tile(stage, nt, o * self.mo, cols) for nt in tiles)
+        if stage == "embed":  # the cls row
+            writer += 2 * pipe(self.words(d, n.act.bits), 1, 4)
+        return Region(loader, reader, mac, writer)
+
+    def read_tile(self, stage: str, nt: int) -> int:
+        m, n, d = self.m, self.n, self.m.dim
+        if stage in ("kv", "fc1", "router"):
+            return self.ln_tile(nt)
+        if stage == "embed":
+            in_words = self.words(m.patch_size, n.input.bits)
+            return nt * (2 + m.in_channels * m.patch_size * (2 + pipe(in_words, 1, 4)))
+        w = {"q": self.words(d, n.norm.bits), "proj": self.words(d, n.qkv.bits),
+             "fc2": self.words(m.mlp_hidden, n.hidden.bits)}[stage]
+        return nt * (2 + pipe(w, 1, 4))
+
+    def write_tile(self, stage: str, nt: int, c0: int, cols: int) -> int:
+        n, d = self.n, self.m.dim
+        if stage in ("kv", "q"):
+            row = pipe(self.words(cols, n.qkv.bits), 1, 4)
+            if stage == "kv":
+                row += pipe(ceil_div(cols, self.mi), 1, 3)
+                v_cols = c0 + cols - max(c0, 2 * d)
+                return nt * (4 + row) + pipe(v_cols, 1, 3)
+            return nt * (4 + row)
+        if stage == "fc1":
+            return nt * (4 + pipe(self.words(cols, n.hidden.bits), 1, 4))
+        if stage == "router":
+            return nt * (4 + pipe(self.words(cols, n.logit.bits), 1, 4)) + pipe(nt, 1, ROUTE_DEPTH)
+        act = pipe(self.words(cols, n.act.bits), 1, 4)
+        return nt * (4 + act * (2 if stage == "fc2" else 1))
+
+    # -- experts --------------------------------------------------------------------------------
+    def expert(self, queue: int) -> Region:
+        """One used expert's job: its weights, the gathered rows, fc1 → GELU → fc2, y·g into the accumulators."""
+        n, d, eh = self.n, self.m.dim, self.m.expert_hidden
+        tiles = tile_lengths(queue, self.tt)
+        loader = 4 + self.loader(self.ot(eh) * self.it(d), eh) + self.loader(self.ot(d) * self.it(eh), d)
+        mac = 4 + sum(4 + self.mac_tile(nt, self.ot(eh), self.it(d), self.rate("expert_fc1"))
+                      + self.mac_tile(nt, self.ot(d), self.it(eh), self.rate("expert_fc2")) for nt in tiles)
+        reader = 4 + sum(4 + nt * (2 + pipe(self.words(d, n.norm.bits), 1, 4)) for nt in tiles)
+        writer = 4 + sum(4 + nt * (4 + pipe(ceil_div(d, self.lanes.out), 1, 4)) for nt in tiles)
+        return Region(loader, reader, mac, writer)
+
+    def queues(self, used: int) -> int:
+        """build_queues (offsets, the counting sort), the job list and the accumulators' clear."""
+        m = self.m
+        return pipe(m.num_experts, 1, 3) + pipe(m.num_tokens * m.top_k, 1, 4) + 2 * used + pipe(m.num_tokens, 1, 2)
+
+    def finalize(self) -> int:
+        """MoE output = REQ(A) and x = SAT(attn_res + MoE output), one act word of each per cycle."""
+        return self.m.num_tokens * (4 + pipe(self.words(self.m.dim, self.n.act.bits), 1, 4))
+
+    # -- attention ------------------------------------------------------------------------------
+    def attention(self) -> int:
+        """stage_attention: a DATAFLOW region of query reader, attention on the MAC array (per query group and
+        head, q·kᵀ and p·v of every key block) and context writer; its slowest process."""
+        m, n, hw = self.m, self.n, self.hw
+        t, d, hd = m.num_tokens, m.dim, m.head_dim
+        hd_passes = ceil_div(hd, self.mi)
+        qk_rate, pv_rate = self.rate("attn_qk"), self.rate("attn_pv")
+        exp = self.lanes.exp
+        p_cyc = ceil_div(self.mo * self.mi, exp)
+        q_tile = pipe(self.tile_rows, 1, 2)
+        head = 4 + (q_tile if hd_passes == 1 else 0)
+        for nb in tile_lengths(t, hw.attn_key_block):
+            chunks = ceil_div(nb, self.mi)
+            chunk_len = max(hd * pv_rate, p_cyc)
+            head += 4 + hd_passes * (2 + pipe(nb * qk_rate, 1, self.depth))
+            head += q_tile * hd_passes if hd_passes > 1 else 0
+            head += pipe(ceil_div(self.mo * self.mi, exp), 1, 6) + pipe(chunks * chunk_len, 1, self.depth)
+        qw = self.words(d, n.qkv.bits)
+        reader = compute = writer = 0
+        for ng in tile_lengths(t, self.mo):
+            reader += 2 + ng * (2 + pipe(qw, 1, 4))
+            compute += 2 + m.num_heads * head
+            writer += 2 + m.num_heads * (4 + pipe(ng, 1, RECIP_DEPTH)) + ng * (2 + pipe(qw, 1, 4))
+        return max(reader, compute, writer)
+
+
+def expert_regions(cfg: DesignConfig, queues: Sequence[int], arch: Arch = ARCH) -> list[Region]:
+    """The regions of the used experts of one MoE layer (empty queues are no job)."""
+    e = EngineModel(cfg, arch)
+    return [e.expert(q) for q in queues if q > 0]

@@ -39,15 +39,23 @@ ATT_Q_TILE:
     }
 }
 
-// attn_head(q, ng, h, kv, acc, sat): one head of one query group: acc[mo][d] and l[mo] = acc[mo][HEAD_DIM]
-// after the last
-// key block (the softmax state of docs/numerics.md §9), every key block through the MAC array.
-inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const AttnKV& kv,
-                      cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM + 1],
-                      SatCounters& sat) {
+// p_entry(zb, mnew, e, key0, nb, p): probability tile entry e (key e / MAC_OUT, query e % MAC_OUT) of the
+// chunk starting at key0 of a block of nb keys: 2^(z - mnew) in Q.15, 0 past the block.
+inline cfg::prob_t p_entry(const cfg::z_t zb[cfg::KEY_BLOCK][cfg::MAC_OUT], const cfg::z_t mnew[cfg::MAC_OUT],
+                           int key, int mo, int nb) {
     using namespace cfg;
-    static z_t zb[KEY_BLOCK][MAC_OUT];  // z of the current key block
-#pragma HLS ARRAY_PARTITION variable = zb complete dim = 2
+    return key < nb ? exp2neg<FZ>(i64(zb[key][mo]) - i64(mnew[mo]), EXP2_TABLE) : prob_t(0);
+}
+
+// attn_head(q, ng, h, kv, acc, sat): one head of one query group: acc[mo][d] and l[mo] = acc[mo][HEAD_DIM]
+// after the last key block (the softmax state of docs/numerics.md §9). Key blocks are software-pipelined:
+// q·kᵀ of block j runs before p·v of block j - 1, whose last chunk leaves the exp lanes free to fill block j's
+// first probability tile; only the first block's first tile is computed with the array idle.
+inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const AttnKV& kv,
+                      cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM + 1], SatCounters& sat) {
+    using namespace cfg;
+    static z_t zb[2][KEY_BLOCK][MAC_OUT];  // z of two key blocks (q·kᵀ of j while p·v reads j - 1)
+#pragma HLS ARRAY_PARTITION variable = zb complete dim = 3
     score_acc_t sacc[KEY_BLOCK][MAC_OUT];
 #pragma HLS ARRAY_PARTITION variable = sacc complete dim = 2
     pv_acc_t pv[HEAD_DIM][MAC_OUT];
@@ -56,100 +64,108 @@ inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h,
 #pragma HLS ARRAY_PARTITION variable = wq complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = wp complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = wpn complete dim = 0
-    z_t m[MAC_OUT], mnew[MAC_OUT], bm[MAC_OUT];
-    attn_l_t psum[MAC_OUT];
-#pragma HLS ARRAY_PARTITION variable = m complete
-#pragma HLS ARRAY_PARTITION variable = mnew complete
+    z_t mnew[2][MAC_OUT], bm[MAC_OUT];  // running max through block j (parity j)
+    prob_t alpha[2][MAC_OUT];           // block j's rescale 2^(m_{j-1} - m_j)
+    attn_l_t psum[2][MAC_OUT];          // Σ p of block j
+#pragma HLS ARRAY_PARTITION variable = mnew complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = bm complete
-#pragma HLS ARRAY_PARTITION variable = psum complete
+#pragma HLS ARRAY_PARTITION variable = alpha complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = psum complete dim = 0
     const int qk_rate = (ARRAY_PACKED && !PK_QK) ? 2 : 1;
     const int pv_rate = (ARRAY_PACKED && !PK_PV) ? 2 : 1;
+    const int n_blocks = (TOKENS + KEY_BLOCK - 1) / KEY_BLOCK;
+    const int p_cyc = (MAC_OUT * MAC_IN + EXP_LANES - 1) / EXP_LANES;
+    const int per_chunk = HEAD_DIM * pv_rate;
+    const int chunk_len = per_chunk > p_cyc ? per_chunk : p_cyc;
 ATT_BLOCKS:
-    for (int k0 = 0; k0 < TOKENS; k0 += KEY_BLOCK) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCKS
-        M3VIT_LEDGER_LOOP(ATT_BLOCKS, k0 == 0, 4);
-        const int nb = (TOKENS - k0 < KEY_BLOCK) ? TOKENS - k0 : KEY_BLOCK;
-        const bool first = k0 == 0;
-    ATT_QK_PASSES:
-        for (int hp = 0; hp < HD_PASSES; hp++) {
-            M3VIT_LEDGER_LOOP(ATT_QK_PASSES, hp == 0, 2);
-            if (HD_PASSES > 1 || first) load_q_tile(q, ng, h, hp, wq);
-        ATT_QK:  // one key per cycle (two when q·k does not pack): MAC_OUT scores
-            for (int i = 0; i < nb * qk_rate; i++) {
+    for (int jb = 0; jb <= n_blocks; jb++) {
+#pragma HLS LOOP_TRIPCOUNT min = 2 max = KEY_BLOCKS + 1
+        M3VIT_LEDGER_LOOP(ATT_BLOCKS, jb == 0, 4);
+        const int cur = jb & 1, prv = cur ^ 1;
+        if (jb < n_blocks) {  // q·kᵀ of block jb
+            const int k0 = jb * KEY_BLOCK;
+            const int nb = (TOKENS - k0 < KEY_BLOCK) ? TOKENS - k0 : KEY_BLOCK;
+        ATT_QK_PASSES:
+            for (int hp = 0; hp < HD_PASSES; hp++) {
+                M3VIT_LEDGER_LOOP(ATT_QK_PASSES, hp == 0, 2);
+                if (HD_PASSES > 1 || jb == 0) load_q_tile(q, ng, h, hp, wq);
+            ATT_QK:  // one key per cycle (two when q·k does not pack): MAC_OUT scores
+                for (int i = 0; i < nb * qk_rate; i++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCK * 2
-                M3VIT_LEDGER_PIPELINE(ATT_QK, i == 0, 1, MAC_DEPTH);
-                const int t = qk_rate == 2 ? i >> 1 : i;
-                const int ph = qk_rate == 2 ? (i & 1) : -1;
-                mac_a_t av[MAC_IN];
-                for (int mi = 0; mi < MAC_IN; mi++) {
-                    const int d = hp * MAC_IN + mi;
-                    av[mi] = d < HEAD_DIM ? mac_a_t(kv.k[k0 + t][h * HEAD_DIM + d]) : mac_a_t(0);
-                }
-                mac_ps_t ps[MAC_OUT];
-                mac_array(wq, av, PK_QK, ph, ps);
-                for (int mo = 0; mo < MAC_OUT; mo++) {
-                    if (ph >= 0 && (mo & 1) != ph) continue;
-                    const score_acc_t s = hp == 0 ? score_acc_t(ps[mo]) : score_acc_t(sacc[t][mo] + ps[mo]);
-                    if (hp < HD_PASSES - 1) {
-                        sacc[t][mo] = s;
-                    } else {
-                        uint32_t dummy = 0;
-                        const z_t z = z_t(sat_bits<32>(rshr<SH_SCORE>(i64(s) * i64(C_ATTN)),
-                                                       mo < ng ? sat.c[SAT_SCORE] : dummy));
-                        zb[t][mo] = z;
-                        if (t == 0 || z > bm[mo]) bm[mo] = z;
+                    M3VIT_LEDGER_PIPELINE(ATT_QK, i == 0, 1, MAC_DEPTH);
+                    const int t = qk_rate == 2 ? i >> 1 : i;
+                    const int ph = qk_rate == 2 ? (i & 1) : -1;
+                    mac_a_t av[MAC_IN];
+                    for (int mi = 0; mi < MAC_IN; mi++) {
+                        const int d = hp * MAC_IN + mi;
+                        av[mi] = d < HEAD_DIM ? mac_a_t(kv.k[k0 + t][h * HEAD_DIM + d]) : mac_a_t(0);
+                    }
+                    mac_ps_t ps[MAC_OUT];
+                    mac_array(wq, av, PK_QK, ph, ps);
+                    for (int mo = 0; mo < MAC_OUT; mo++) {
+                        if (ph >= 0 && (mo & 1) != ph) continue;
+                        const score_acc_t sc = hp == 0 ? score_acc_t(ps[mo]) : score_acc_t(sacc[t][mo] + ps[mo]);
+                        if (hp < HD_PASSES - 1) {
+                            sacc[t][mo] = sc;
+                        } else {
+                            uint32_t dummy = 0;
+                            const z_t z = z_t(sat_bits<32>(rshr<SH_SCORE>(i64(sc) * i64(C_ATTN)),
+                                                           mo < ng ? sat.c[SAT_SCORE] : dummy));
+                            zb[cur][t][mo] = z;
+                            if (t == 0 || z > bm[mo]) bm[mo] = z;
+                        }
                     }
                 }
             }
-        }
-        for (int mo = 0; mo < MAC_OUT; mo++) {
+            for (int mo = 0; mo < MAC_OUT; mo++) {
 #pragma HLS UNROLL
-            mnew[mo] = (first || bm[mo] > m[mo]) ? bm[mo] : m[mo];
-            psum[mo] = 0;
-        }
-        // p·v: chunk c of MAC_IN keys; the exp lanes fill the next chunk's probability tile meanwhile
-        const int n_chunks = (nb + MAC_IN - 1) / MAC_IN;
-        const int per_chunk = HEAD_DIM * pv_rate;
-    ATT_P_FIRST:
-        for (int e = 0; e < MAC_OUT * MAC_IN; e += EXP_LANES) {
-#pragma HLS PIPELINE II = 1
-            M3VIT_LEDGER_PIPELINE(ATT_P_FIRST, e == 0, 1, 6);
-            for (int x = 0; x < EXP_LANES; x++) {
-                if (e + x >= MAC_OUT * MAC_IN) break;
-                const int kk = (e + x) / MAC_OUT, mo = (e + x) % MAC_OUT;
-                const prob_t p = kk < nb ? exp2neg<FZ>(i64(zb[kk][mo]) - i64(mnew[mo]), EXP2_TABLE) : prob_t(0);
-                wp[mo][kk] = mac_w_t(p);
-                psum[mo] += p;
+                const z_t m = mnew[prv][mo];
+                mnew[cur][mo] = (jb == 0 || bm[mo] > m) ? bm[mo] : m;
+                alpha[cur][mo] = jb == 0 ? prob_t(0) : exp2neg<FZ>(i64(m) - i64(mnew[cur][mo]), EXP2_TABLE);
+                psum[cur][mo] = 0;
             }
         }
-        // the block's rescale factor α = 2^(m - mnew) (2^15 when the max is unchanged), applied to l now and
-        // to acc as the last chunk's sums leave the array
-        prob_t alpha[MAC_OUT];
-#pragma HLS ARRAY_PARTITION variable = alpha complete
-        for (int mo = 0; mo < MAC_OUT; mo++) {
-#pragma HLS UNROLL
-            alpha[mo] = first ? prob_t(0) : exp2neg<FZ>(i64(m[mo]) - i64(mnew[mo]), EXP2_TABLE);
-            m[mo] = mnew[mo];
+        if (jb == 0) {
+        ATT_P_FIRST:  // block 0's first probability tile: the only one computed with the array idle
+            for (int e = 0; e < MAC_OUT * MAC_IN; e += EXP_LANES) {
+#pragma HLS PIPELINE II = 1
+                M3VIT_LEDGER_PIPELINE(ATT_P_FIRST, e == 0, 1, 6);
+                for (int x = 0; x < EXP_LANES; x++) {
+                    if (e + x >= MAC_OUT * MAC_IN) break;
+                    const int kk = (e + x) / MAC_OUT, mo = (e + x) % MAC_OUT;
+                    const prob_t p = p_entry(zb[0], mnew[0], kk, mo, TOKENS < KEY_BLOCK ? TOKENS : KEY_BLOCK);
+                    wp[mo][kk] = mac_w_t(p);
+                    psum[0][mo] += p;
+                }
+            }
+            continue;
         }
-        const int p_cyc = (MAC_OUT * MAC_IN + EXP_LANES - 1) / EXP_LANES;
-        const int chunk_len = per_chunk > p_cyc ? per_chunk : p_cyc;
+        // p·v of block jb - 1: chunk c of MAC_IN keys; the exp lanes fill the next tile meanwhile (the next
+        // chunk, or block jb's first chunk during the last one)
+        const int j = jb - 1, pj = j & 1;
+        const int k0 = j * KEY_BLOCK;
+        const int nb = (TOKENS - k0 < KEY_BLOCK) ? TOKENS - k0 : KEY_BLOCK;
+        const int nb_next = (TOKENS - k0 - KEY_BLOCK < KEY_BLOCK) ? TOKENS - k0 - KEY_BLOCK : KEY_BLOCK;
+        const bool first = j == 0;
+        const int n_chunks = (nb + MAC_IN - 1) / MAC_IN;
         int c = 0, dd = 0;
     ATT_PV:
         for (int i = 0; i < n_chunks * chunk_len; i++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCK / MAC_IN * HEAD_DIM * 2
             M3VIT_LEDGER_PIPELINE(ATT_PV, i == 0, 1, MAC_DEPTH);
-            if (dd < p_cyc && c + 1 < n_chunks) {  // exp lanes: EXP_LANES entries of the next chunk's tile
+            const bool own = c + 1 < n_chunks;  // the next tile: this block's next chunk, or block jb's first
+            if (dd < p_cyc && (own || jb < n_blocks)) {
+                const int tb = own ? pj : cur;
                 for (int x = 0; x < EXP_LANES; x++) {
                     const int e = dd * EXP_LANES + x;
                     const int kk = e / MAC_OUT, mo = e % MAC_OUT;
-                    const int key = (c + 1) * MAC_IN + kk;
                     if (e < MAC_OUT * MAC_IN) {
-                        const prob_t p =
-                            key < nb ? exp2neg<FZ>(i64(zb[key][mo]) - i64(mnew[mo]), EXP2_TABLE) : prob_t(0);
+                        const prob_t p = own ? p_entry(zb[tb], mnew[tb], (c + 1) * MAC_IN + kk, mo, nb)
+                                             : p_entry(zb[tb], mnew[tb], kk, mo, nb_next);
                         wpn[mo][kk] = mac_w_t(p);
-                        psum[mo] += p;
+                        psum[tb][mo] += p;
                     }
                 }
             }
@@ -169,7 +185,7 @@ ATT_BLOCKS:
                     pv[d][mo] = v;
                     if (c == n_chunks - 1)  // the block's p·v is complete: fold it into the context accumulator
                         acc[mo][d] = first ? ctx_acc_t(v)
-                                           : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][d]) * i64(alpha[mo])) + i64(v));
+                                           : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][d]) * i64(alpha[pj][mo])) + i64(v));
                 }
             }
             if (++dd == chunk_len) {
@@ -181,8 +197,9 @@ ATT_BLOCKS:
         }
         for (int mo = 0; mo < MAC_OUT; mo++) {
 #pragma HLS UNROLL
-            acc[mo][HEAD_DIM] = first ? ctx_acc_t(psum[mo])
-                                      : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][HEAD_DIM]) * i64(alpha[mo])) + i64(psum[mo]));
+            acc[mo][HEAD_DIM] = first ? ctx_acc_t(psum[pj][mo])
+                                      : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][HEAD_DIM]) * i64(alpha[pj][mo])) +
+                                                  i64(psum[pj][mo]));
         }
     }
 }

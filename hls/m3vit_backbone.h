@@ -20,28 +20,32 @@ struct BlockState {
     AttnKV kv;
     Routing rt;
     Queues qs;
+    MoeAcc acc;
 };
 
-// run_block(b, task, weights, scratch, st, sat): x ← block b(x) on the scratch region x.
+// run_block(b, task, weights, scratch, st, fin_prev, last, sat, fin_sat): x ← block b(x) on the scratch region
+// x. fin_prev: block b - 1 was an MoE block of this run whose output is still in the accumulators (its K/V
+// reader finishes it, clamps into fin_sat); last: block b is the run's last layer (an MoE block finishes its
+// own output).
 inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch, BlockState& st,
-                      SatCounters& sat) {
+                      bool fin_prev, bool last, SatCounters& sat, SatCounters& fin_sat) {
     using namespace cfg;
     // ledger steps: the names of m3vit.codegen.perf's step list (block<b>.kv, .attn, .queues, .expert<e>, ...)
     M3VIT_LEDGER_STEP("kv", -1);
-    run_stage(ST_KV, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+    run_stage(ST_KV, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat, fin_prev, true, &fin_sat);
     M3VIT_LEDGER_STEP("attn", -1);
-    run_stage(ST_Q, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+    run_stage(ST_Q, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
     stage_attention(scratch, st.kv, sat);
-    run_stage(ST_PROJ, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+    run_stage(ST_PROJ, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
     if (BLOCK_OFF[b].moe) {
-        run_stage(ST_ROUTER, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+        run_stage(ST_ROUTER, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
         M3VIT_LEDGER_STEP("queues", -1);
         build_queues(st.rt, st.qs);  // the experts stage's job list and accumulator clear count here too
-        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat, false, last);
     } else {
         M3VIT_LEDGER_STEP("mlp", -1);
-        run_stage(ST_FC1, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
-        run_stage(ST_FC2, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, sat);
+        run_stage(ST_FC1, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
+        run_stage(ST_FC2, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
     }
 }
 
@@ -77,6 +81,8 @@ inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, u
     static BlockState st;
 #pragma HLS BIND_STORAGE variable = st.kv.k type = ram_2p impl = uram
 #pragma HLS BIND_STORAGE variable = st.kv.vt type = ram_2p impl = uram
+#pragma HLS BIND_STORAGE variable = st.acc.a type = ram_2p impl = uram
+#pragma HLS ARRAY_RESHAPE variable = st.acc.a cyclic factor = OUT_LANES dim = 2
     const unsigned refused = (num_images == 0 || num_images > unsigned(MAX_IMAGES) ? STATUS_IMAGES : 0u) |
                              (task >= unsigned(TASKS) ? STATUS_TASK : 0u) |
                              (first_layer > unsigned(DEPTH) ? STATUS_FIRST_LAYER : 0u) |
@@ -106,9 +112,15 @@ IMAGES:
             if (layer == first_layer && layer > 0) stage_copy(in, scratch + SCR_X, TOKEN_WORDS);
             M3VIT_LEDGER_LAYER(layer);
             if (layer == 0) {
-                run_stage(ST_EMBED, 0, task, weights, scratch, in, st.qs, st.kv, st.rt, sat);
+                run_stage(ST_EMBED, 0, task, weights, scratch, in, st.qs, st.kv, st.rt, st.acc, sat);
             } else {
-                run_block(int(layer) - 1, task, weights, scratch, st, sat);
+                const int b = int(layer) - 1;
+                const bool fin_prev = layer > first_layer && b > 0 && BLOCK_OFF[b - 1].moe;
+                SatCounters fin_sat;
+                sat_clear(fin_sat);
+                run_block(b, task, weights, scratch, st, fin_prev, layer == last, sat, fin_sat);
+                M3VIT_LEDGER_LAYER(-1);
+                if (fin_prev) sat_store(scratch, int(layer) - 1, fin_sat, true);  // the previous block's clamps
             }
             M3VIT_LEDGER_LAYER(-1);
             sat_store(scratch, int(layer), sat, true);

@@ -9,12 +9,15 @@
 
 namespace m3vit {
 
-// layernorm_tile(src, stride, nt, g, b, a, tap, nsat): rows src + t·stride (act lanes), t < nt, into
-// a[t][0 … DIM) (norm values) and the norm rows tap + t·STR_NORM (norm lanes).
+// layernorm_tile(src, stride, nt, g, b, a, tap, nsat, acc, x_out, mlp_out, fin_sat): rows src + t·stride
+// (act lanes), t < nt, into a[t][0 … DIM) (norm values) and the norm rows tap + t·STR_NORM (norm lanes).
+// With MoE accumulators acc (the previous block's, rows of this tile), src is attn_res and each row first
+// becomes x = SAT(attn_res + REQ(A, 15)), written to x_out with REQ(A) to mlp_out (clamps in fin_sat).
 // Latency ≈ nt·(DIM / act lanes) + nt + 100 (ISQRT and RECIP pipelined over rows) + nt·(DIM / norm lanes).
 inline void layernorm_tile(const cfg::word_t* src, int stride, int nt, const cfg::lnp_t g[cfg::DIM],
                            const cfg::lnp_t b[cfg::DIM], cfg::mac_a_t a[][cfg::A_COLS], cfg::word_t* tap,
-                           uint32_t& nsat) {
+                           uint32_t& nsat, const cfg::moe_sum_t (*acc)[cfg::DIM], cfg::word_t* x_out,
+                           cfg::word_t* mlp_out, uint32_t& fin_sat) {
     using namespace cfg;
     const int LA = AXI_BITS / ACT_CB, LN = AXI_BITS / NORM_CB;
     const int wa = (DIM + LA - 1) / LA, wn = (DIM + LN - 1) / LN;
@@ -27,19 +30,47 @@ LN_ROWS:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
         M3VIT_LEDGER_LOOP(LN_ROWS, t == 0, 2);
         i64 a1 = 0, a2 = 0;
-    LN_READ:  // one AXI word of act lanes per cycle; S1 and S2 accumulate as the row arrives
-        for (int i = 0; i < wa; i++) {
+        if (acc) {
+        LN_READ_FIN:  // the previous MoE block's output on the way in: x = SAT(attn_res + REQ(A, 15))
+            for (int i = 0; i < wa; i++) {
 #pragma HLS PIPELINE II = 1
-            M3VIT_LEDGER_PIPELINE(LN_READ, i == 0, 1, 6);
-            const word_t w = src[uint64_t(t) * stride + i];
-            for (int l = 0; l < LA; l++) {
+                M3VIT_LEDGER_PIPELINE(LN_READ_FIN, i == 0, 1, 6);
+                const word_t w = src[uint64_t(t) * stride + i];
+                word_t wm, wx;
+                word_clear(wm);
+                word_clear(wx);
+                for (int l = 0; l < LA; l++) {
 #pragma HLS UNROLL
-                const int c = i * LA + l;
-                if (c < DIM) {
-                    const act_t x = act_t(lane_get<ACT_CB>(w, l));
-                    xt[t][c] = x;
-                    a1 += x;
-                    a2 += i64(x) * x;
+                    const int c = i * LA + l;
+                    if (c < DIM) {
+                        const act_t m = act_t(req<PROB_FRAC, ACT_BITS>(i64(acc[t][c]), fin_sat));
+                        const res_t v = res_t(res_t(act_t(lane_get<ACT_CB>(w, l))) + res_t(m));
+                        const act_t x = act_t(sat_bits<ACT_BITS>(v, fin_sat));
+                        lane_set<ACT_CB>(wm, l, to_i64(m));
+                        lane_set<ACT_CB>(wx, l, to_i64(x));
+                        xt[t][c] = x;
+                        a1 += x;
+                        a2 += i64(x) * x;
+                    }
+                }
+                mlp_out[uint64_t(t) * stride + i] = wm;
+                x_out[uint64_t(t) * stride + i] = wx;
+            }
+        } else {
+        LN_READ:  // one AXI word of act lanes per cycle; S1 and S2 accumulate as the row arrives
+            for (int i = 0; i < wa; i++) {
+#pragma HLS PIPELINE II = 1
+                M3VIT_LEDGER_PIPELINE(LN_READ, i == 0, 1, 6);
+                const word_t w = src[uint64_t(t) * stride + i];
+                for (int l = 0; l < LA; l++) {
+#pragma HLS UNROLL
+                    const int c = i * LA + l;
+                    if (c < DIM) {
+                        const act_t x = act_t(lane_get<ACT_CB>(w, l));
+                        xt[t][c] = x;
+                        a1 += x;
+                        a2 += i64(x) * x;
+                    }
                 }
             }
         }

@@ -200,13 +200,13 @@ class EngineModel:
         exp = self.lanes.exp
         p_cyc = ceil_div(self.mo * self.mi, exp)
         q_tile = pipe(self.tile_rows, 1, 2)
-        head = 4 + (q_tile if hd_passes == 1 else 0)
-        for nb in tile_lengths(t, hw.attn_key_block):
-            chunks = ceil_div(nb, self.mi)
-            chunk_len = max(hd * pv_rate, p_cyc)
-            head += 4 + hd_passes * (2 + pipe(nb * qk_rate, 1, self.depth))
-            head += q_tile * hd_passes if hd_passes > 1 else 0
-            head += pipe(ceil_div(self.mo * self.mi, exp), 1, 6) + pipe(chunks * chunk_len, 1, self.depth)
+        blocks = tile_lengths(t, hw.attn_key_block)
+        chunk_len = max(hd * pv_rate, p_cyc)
+        # key blocks software-pipelined: q·kᵀ of j, then p·v of j - 1; one exposed first probability tile
+        head = 4 + (q_tile if hd_passes == 1 else 0) + 4 * (len(blocks) + 1) + pipe(p_cyc, 1, 6)
+        for nb in blocks:
+            head += hd_passes * (2 + pipe(nb * qk_rate, 1, self.depth)) + (q_tile * hd_passes if hd_passes > 1 else 0)
+            head += pipe(ceil_div(nb, self.mi) * chunk_len, 1, self.depth)
         qw = self.words(d, n.qkv.bits)
         reader = compute = writer = 0
         for ng in tile_lengths(t, self.mo):

@@ -152,9 +152,10 @@ class _Builder:
         steps = [self.queues(b, used)]
         # an empty expert is skipped: no load, no compute
         steps += [self.expert(b, x, n) for x, n in enumerate(counts) if n > 0]
-        fin = self.eng.finalize()
-        steps.append(self.staged(f"block{b}.finalize", f"block{b}", "finalize", 0, 0, fin, 0,
-                                 3 * t * m.dim * self.act_b))
+        if b == m.depth - 1:  # earlier MoE blocks are finished by the next block's K/V reader, on the way in
+            fin = self.eng.finalize()
+            steps.append(self.staged(f"block{b}.finalize", f"block{b}", "finalize", 0, 0, fin, 0,
+                                     3 * t * m.dim * self.act_b))
         return steps
 
     def queues(self, b: int, used: int | None = None) -> Step:

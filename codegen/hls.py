@@ -51,6 +51,7 @@ from m3vit.codegen.layout import (
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
 from m3vit.codegen.perf import ARCH, maxi_settings
 from m3vit.codegen.perf.arch import PROB_OPERAND_BITS, array_packed, lanes, op_rate_div
+from m3vit.codegen.perf.engine import slot_tiles as perf_slot_tiles
 from m3vit.codegen.render import template_env
 
 HLS_DIR = package_dir("m3vit.hls")
@@ -417,12 +418,7 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         return ceil_div(x, mo)
 
     has_moe, has_dense = bool(m.moe_block_set), len(m.moe_block_set) < m.depth
-    groups = [ot(2 * d) * it(d), ot(d) * it(d)]
-    if has_moe:
-        groups += [ot(eh) * it(d) + ot(d) * it(eh), ot(m.num_experts) * it(d)]
-    if has_dense:
-        groups += [ot(eh) * it(d) + ot(d) * it(eh)]
-    slot_tiles = max(groups + [it(m.patch_dim), it(f) if has_dense else 0])
+    slot_tiles = perf_slot_tiles(cfg)
     dense = {"patch": (m.patch_dim, d), "qkv": (d, 3 * d), "proj": (d, d)}
     if has_dense:
         dense |= {"fc1": (d, f), "fc2": (f, d)}
@@ -430,7 +426,8 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         dense |= {"router": (d, m.num_experts)}
     otc = {k: slot_tiles // it(kk) for k, (kk, _n) in dense.items()}
     jobs = {k: ceil_div(ot(n), otc[k]) for k, (_kk, n) in dense.items()}
-    y_cols = max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()] + ([ot(eh) * mo, ot(d) * mo] if has_moe else []))
+    y_cols = max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()]
+                 + ([ot(eh) * mo, ot(d) * mo] if has_moe else []))
     a_cols = max([it(kk) * mi for kk, _n in dense.values()] + ([it(eh) * mi] if has_moe else []))
     rows_per = max(1, mo // r)
     tile_rows = mo // rows_per
@@ -461,7 +458,7 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         "TOKEN_TILES": (ceil_div(m.num_tokens, tt), "token tiles of all tokens"),
         "MAC_LOOP_MAX": (max_tiles_job * max(tt, tile_rows) * 2, "longest MAC_LOOP"),
         "MAC_DEPTH": (ARCH.pipeline_depth, "MAC pipeline fill + drain"),
-        "TOKENS_TT": (ceil_div(m.num_tokens, max(mi, tt)) * max(mi, tt), "tokens padded to whole key chunks and token tiles (Vᵀ rows)"),
+        "TOKENS_TT": (ceil_div(m.num_tokens, max(mi, tt)) * max(mi, tt), "tokens padded to key chunks and tiles"),
         "KEY_BLOCKS": (ceil_div(m.num_tokens, hw.attn_key_block), "key blocks"),
         "QUERY_GROUPS": (ceil_div(m.num_tokens, mo), "query groups of MAC_OUT queries"),
         "HD_PASSES": (ceil_div(m.head_dim, mi), "q·k passes over a head's dims"),

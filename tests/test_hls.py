@@ -8,6 +8,7 @@ Compiled libraries are cached in build/pytest/csim_cache, so a second `make test
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -452,7 +453,7 @@ def test_ping_pong_schedule(designs) -> None:
     overlap = 0
     for b, experts in used.items():
         ev = [(kind, e) for bb, kind, _, e in events if bb == b]
-        for prev, nxt in zip(experts, experts[1:]):
+        for prev, nxt in itertools.pairwise(experts):
             overlap += ev.index(("fetch", nxt)) < ev.index(("computed", prev))
     assert overlap > 0, "no expert was fetched while the previous one computed"
 

@@ -165,7 +165,8 @@ def check_expert_schedule(events: list[tuple[int, str, int, int]], used: dict[in
         for j, e in enumerate(experts):
             assert at[("fetched", e)] < at[("compute", e)], f"block {b}: expert {e} computed before its fetch ended"
             if j >= 2:
-                assert at[("computed", experts[j - 2])] < at[("fetch", e)], f"block {b}: slot of expert {e} reused early"
+                assert at[("computed", experts[j - 2])] < at[("fetch", e)], \
+                    f"block {b}: slot of expert {e} reused early"
 
 
 # ------------------------------------------------------------------------------------------ register map

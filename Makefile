@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 CONFIG  ?= configs/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint demo bench architecture clean
+.PHONY: install test test-slow lint demo bench architecture hls-figure clean
 
 # Feature fragments (HLS, RTL, deployment) add their own targets.
 -include mk/*.mk
@@ -43,6 +43,11 @@ bench: install
 # The package graph of docs/architecture.md (fails on an upward import or a cycle).
 architecture: install
 	$(PY) -m m3vit.imports --figure docs/architecture.png
+
+# The figure of docs/hls.md (architecture + cycles per step; the ledger of `m3vit csim NAME --ledger` if present).
+FIG_CONFIG ?= m3vit_small_pascal_dse
+hls-figure: install
+	$(PY) -m m3vit.explore.hls_figure $(FIG_CONFIG) --ledger build/$(FIG_CONFIG)/ledger.json -o docs/hls_architecture.png
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

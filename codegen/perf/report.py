@@ -85,6 +85,16 @@ class PerfReport:
             prev = end
         return out
 
+    def step_waits(self) -> dict[str, int]:
+        """Cycles of each step spent waiting rather than computing: its stall for weights (timeline) and the
+        start-up of its stages (the first job's weight load the MAC array waits for). The cycle ledger prices
+        a DATAFLOW region by its slowest process and sees neither; ``step_cycles - step_waits`` is what it
+        measures."""
+        out: dict[str, int] = {}
+        for s, stall in zip(self.steps, self.timeline.stall, strict=True):
+            out[s.name] = out.get(s.name, 0) + stall + s.startup
+        return out
+
     def unit_busy(self) -> dict[str, int]:
         """Busy cycles per unit over the image (MAC array, softmax, LayerNorm, ..., both DMA ports)."""
         busy: dict[str, int] = {}

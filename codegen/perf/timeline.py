@@ -44,6 +44,7 @@ class Step:
     act_bytes: int  # activation bytes moved over the activation port
     fill: int = 0
     side_bytes: int = 0
+    startup: int = 0  # cycles of ``compute`` the MAC array waits for its stages' first weight loads
 
     @property
     def compute(self) -> int:
@@ -87,11 +88,11 @@ class _Builder:
 
     # -- the steps: the stages of the generated kernels (m3vit.codegen.perf.engine) ----------------------
     def staged(self, name: str, layer: str, kind: str, wbytes: int, mac: int, critical: int, macs: int,
-               act_bytes: int, side_bytes: int = 0) -> Step:
-        """A step of one or more stages run one after another: ``critical`` is the sum of their regions'
-        slowest processes, ``mac`` the MAC array's busy cycles within them."""
+               act_bytes: int, side_bytes: int = 0, startup: int = 0) -> Step:
+        """A step of one or more stages run one after another: ``critical`` is the sum of their regions' cycles
+        (``startup`` of them waiting for first weight loads), ``mac`` the MAC array's busy cycles within them."""
         return Step(name, layer, kind, wbytes, {"mac": mac, "critical": critical}, macs, act_bytes,
-                    side_bytes=side_bytes)
+                    side_bytes=side_bytes, startup=startup)
 
     def embed(self) -> list[Step]:
         m, n = self.m, self.n
@@ -99,7 +100,8 @@ class _Builder:
         wb, bb = weight_bytes(self.cfg), bias_bytes(self.cfg)
         image = m.num_patches * m.patch_dim * container_bytes(n.input.bits)
         return [self.staged("embed", "embed", "embed", m.dim * (m.patch_dim * wb + bb), r.mac, r.cycles,
-                            m.num_patches * m.patch_dim * m.dim, image + 2 * m.num_tokens * m.dim * self.act_b)]
+                            m.num_patches * m.patch_dim * m.dim, image + 2 * m.num_tokens * m.dim * self.act_b,
+                            startup=r.startup)]
 
     def block(self, b: int, loads: Sequence[int] | None) -> list[Step]:
         m = self.m
@@ -108,7 +110,7 @@ class _Builder:
         layer = f"block{b}"
         r = self.eng.dense("kv")
         steps = [self.staged(f"{layer}.kv", layer, "kv", 2 * d * d * wb + 2 * d * bb, r.mac, r.cycles, t * d * 2 * d,
-                             t * d * (self.act_b + 3))]
+                             t * d * (self.act_b + 3), startup=r.startup)]
         steps.append(self.attention(b))
         if m.is_moe(b):
             steps += self.moe(b, loads)
@@ -129,7 +131,8 @@ class _Builder:
         critical = sum(r.cycles for r in regions) + att
         macs = t * d * d * 2 + 2 * t * t * d + (t * d * ne if moe else 0)
         return self.staged(f"block{b}.attn", f"block{b}", "attn", 2 * d * d * wb + 2 * d * bb, mac, critical, macs,
-                           4 * t * d * self.act_b, side_bytes=ne * d * wb if moe else 0)
+                           4 * t * d * self.act_b, side_bytes=ne * d * wb if moe else 0,
+                           startup=sum(r.startup for r in regions))
 
     def mlp(self, b: int) -> list[Step]:
         m = self.m
@@ -138,7 +141,7 @@ class _Builder:
         regions = [self.eng.dense("fc1"), self.eng.dense("fc2")]
         return [self.staged(f"block{b}.mlp", f"block{b}", "mlp_chunk", 2 * d * f * wb + (f + d) * bb,
                             sum(r.mac for r in regions), sum(r.cycles for r in regions), 2 * t * d * f,
-                            t * (3 * d + 2 * f) * self.act_b)]
+                            t * (3 * d + 2 * f) * self.act_b, startup=sum(r.startup for r in regions))]
 
     def moe(self, b: int, loads: Sequence[int] | None) -> list[Step]:
         m = self.m

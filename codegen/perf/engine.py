@@ -62,11 +62,12 @@ class Region:
     mac: int
     writer: int
     startup: int = 0
+    overhead: int = 0  # the stage's serial code (job list, LayerNorm parameters) and the other processes' fills
 
     @property
     def busy(self) -> int:
-        """The slowest process: what the cycle ledger prices a region at (it sees no start-up)."""
-        return max(self.loader, self.reader, self.mac, self.writer)
+        """The slowest process and the overhead: what the cycle ledger prices a stage at (no start-up)."""
+        return max(self.loader, self.reader, self.mac, self.writer) + self.overhead
 
     @property
     def cycles(self) -> int:
@@ -148,7 +149,15 @@ class EngineModel:
             writer += 4 + sum(4 + self.write_tile(stage, nt, o * self.mo, cols) for nt in tiles)
         if stage == "embed":  # the cls row
             writer += 2 * pipe(self.words(d, n.act.bits), 1, 4)
-        return Region(loader, reader, mac, writer, startup)
+        ln = stage in ("kv", "fc1", "router")
+        n_jobs = len(self.dense_jobs(ot0, ot1, it_n))
+        serial = 2 * n_jobs + (2 * pipe(self.words(d, n.ln_param.bits), 1, 4) if ln else 0)
+        # a DATAFLOW region costs its slowest process plus the pipeline fill (deepest loop) of each other one
+        fills = {"loader": (loader, 8), "reader": (reader, LN_RECIP_DEPTH if ln else 4), "mac": (mac, self.depth),
+                 "writer": (writer, ROUTE_DEPTH if stage == "router" else 4)}
+        slow = max(fills, key=lambda k: fills[k][0])
+        overhead = serial + sum(f for k, (_c, f) in fills.items() if k != slow)
+        return Region(loader, reader, mac, writer, startup, overhead)
 
     def read_tile(self, stage: str, nt: int) -> int:
         m, n, d = self.m, self.n, self.m.dim
@@ -222,7 +231,8 @@ class EngineModel:
             reader += 2 + ng * (2 + pipe(qw, 1, 4))
             compute += 2 + m.num_heads * head
             writer += 2 + m.num_heads * (4 + pipe(ng, 1, RECIP_DEPTH)) + ng * (2 + pipe(qw, 1, 4))
-        return max(reader, compute, writer)
+        # the slowest process plus the fills of the other two (query reader 4, divider 72)
+        return max(reader, compute, writer) + 4 + RECIP_DEPTH
 
 
 def expert_regions(cfg: DesignConfig, queues: Sequence[int], arch: Arch = ARCH) -> list[Region]:

@@ -168,7 +168,7 @@ inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
 JOBS_DENSE:
     for (int o = dense_ot0(stage); o < ot; o += otc) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
-        M3VIT_LEDGER_LOOP(JOBS_DENSE, o == 0, 2);
+        M3VIT_LEDGER_LOOP(JOBS_DENSE, o == dense_ot0(stage), 2);
         jobs[n].ot0 = o;
         jobs[n].ot_n = (ot - o < otc) ? ot - o : otc;
         jobs[n].expert = -1;

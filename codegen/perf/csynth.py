@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3vit.codegen.bits import ceil_div
+from m3vit.codegen.bits import ceil_div, container_bits
 from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.layout import SAT_CLASSES, scratch_layout
 from m3vit.codegen.perf.arch import tile_lengths
@@ -126,115 +126,165 @@ class LoopModel:
     what: str
 
 
+PIPELINED = frozenset({
+    "COPY", "BURST_READ_ELEMS", "BURST_WRITE_ELEMS", "LOAD_W", "LOAD_B", "MAC_PRELOAD", "MAC_LOOP", "READ_PIXELS",
+    "READ_ROW", "LN_READ", "LN_READ_FIN", "LN_RECIP", "LN_NORM", "WRITE_ROW", "RES_ADD", "KV_STORE",
+    "KV_TRANSPOSE", "ROUTE_ROWS", "MOE_ACC", "MOE_REQ", "ACC_CLEAR", "RT_OFFSETS", "RT_FILL", "ATT_Q_TILE",
+    "ATT_QK", "ATT_P_FIRST", "ATT_PV", "ATT_FINAL",
+})
+"""Loop labels the kernels pipeline at II = 1 (the others carry M3VIT_LEDGER_LOOP: not pipelined)."""
+
+
 def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None = None,
                    images: int = 1) -> dict[str, LoopModel]:
     """The trip counts and II of every labelled loop of the HLS kernels as written in hls/, for one call of
     the top function over ``images`` images and every layer. ``loads`` maps each MoE block to its experts'
     queue lengths (the routing of the image; default: balanced, as :func:`m3vit.codegen.perf.evaluate`).
-    The cycle ledger of a C simulation measures the same loops (tests/test_ledger.py)."""
-    m, hw = cfg.model, cfg.hardware
-    mi, mo, tt, kb = hw.mac_in, hw.mac_out, hw.token_tile, hw.attn_key_block
-    t, d, eh, ne, k = m.num_tokens, m.dim, m.expert_hidden, m.num_experts, m.top_k
+    The cycle ledger of a C simulation measures the same loops (tests/test_ledger.py); the stages and jobs are
+    :class:`m3vit.codegen.perf.engine.EngineModel`'s."""
+    from m3vit.codegen.perf.engine import EngineModel  # engine imports timeline, which csynth's callers use
+
+    m, hw, n = cfg.model, cfg.hardware, cfg.numerics
+    e = EngineModel(cfg)
+    t, d, mi, mo, tt = m.num_tokens, m.dim, hw.mac_in, hw.mac_out, hw.token_tile
     moe = [b for b in range(m.depth) if m.is_moe(b)]
-    dense = len(moe) < m.depth
-    queues = {b: [int(n) for n in (balanced_loads(t, ne, k) if loads is None or b not in loads else loads[b])]
-              for b in moe}
-    used = [[n for n in queues[b] if n > 0] for b in moe]
-    expert_rows = [n for q in used for n in q]
-    words = scratch_layout(cfg).token_bytes * 8 // hw.axi_data_bits
+    queues = {b: [int(q) for q in (balanced_loads(t, m.num_experts, m.top_k) if loads is None or b not in loads
+                                   else loads[b])] for b in moe}
+    trips: dict[str, set[int]] = {}
 
-    def it(n: int) -> int:
-        return ceil_div(n, mi)
+    def add(label: str, *vals: int) -> None:
+        trips.setdefault(label, set()).update(v for v in vals if v > 0)
 
-    def ot(n: int) -> int:
-        return ceil_div(n, mo)
+    def words(count: int, bits: int) -> int:
+        return e.words(count, bits)
 
-    def tiles(*rows: int) -> tuple[int, ...]:
-        return tuple(sorted({x for n in rows for x in tile_lengths(n, tt)}))
+    # backbone
+    add("SAT_ZERO", m.depth + 1)
+    add("IMAGES", images)
+    add("LAYERS", m.depth + 1)
+    add("COPY", scratch_layout(cfg).token_bytes * 8 // hw.axi_data_bits)
+    add("BURST_READ_ELEMS", words(len(SAT_CLASSES), 32))
+    add("BURST_WRITE_ELEMS", words(len(SAT_CLASSES), 32))
 
-    def s(*vals: int) -> tuple[int, ...]:
-        return tuple(sorted(set(vals)))
+    stages = ["embed"]
+    for b in range(m.depth):
+        stages += ["kv", "q", "proj"] + (["router"] if b in moe else ["fc1", "fc2"])
+    k_of = {"embed": m.patch_dim, "kv": d, "q": d, "proj": d, "fc1": d, "fc2": m.mlp_hidden, "router": d}
+    n_of = {"embed": d, "kv": 3 * d, "q": d, "proj": d, "fc1": m.mlp_hidden, "fc2": d, "router": m.num_experts}
+    op_of = {"embed": "patch_embed", "kv": "qkv", "q": "qkv", "proj": "proj", "fc1": "mlp_fc1", "fc2": "mlp_fc2",
+             "router": "router"}
+    tile_words = mo * mi * container_bits(n.weight.bits) // hw.axi_data_bits
+    fin_after = any(b - 1 in moe for b in range(1, m.depth))
+    plain_kv = any(b == 0 or b - 1 not in moe for b in range(m.depth))
+    for st in set(stages):
+        it_n = e.it(k_of[st])
+        ot0 = d // mo if st == "kv" else 0
+        jobs = e.dense_jobs(ot0, e.ot(n_of[st]), it_n)
+        rows = m.num_patches if st == "embed" else t
+        tiles = tile_lengths(rows, tt)
+        for name in ("JOBS_DENSE", "LOADER_JOBS", "MAC_JOBS", "READER_JOBS", "WRITER_JOBS"):
+            add(name, len(jobs))
+        for name in ("MAC_TILES", "READER_TILES", "WRITER_TILES"):
+            add(name, len(tiles))
+        add("MAC_PRELOAD", e.tile_rows)
+        add("WRITER_ROWS", *tiles)
+        ln = st in ("kv", "fc1", "router")
+        if ln:
+            add("BURST_READ_ELEMS", words(d, n.ln_param.bits))
+            add("LN_ROWS", *tiles)
+            add("LN_NORM_ROWS", *tiles)
+            add("LN_RECIP", *tiles)
+            add("LN_NORM", words(d, n.norm.bits))
+            if st != "kv" or plain_kv or len(jobs) > 1:
+                add("LN_READ", words(d, n.act.bits))
+            if st == "kv" and fin_after:
+                add("LN_READ_FIN", words(d, n.act.bits))
+        else:
+            add("READER_ROWS", *tiles)
+        for o, ot_n in jobs:
+            cols = min(ot_n * mo, n_of[st] - o * mo)
+            add("LOAD_W", ot_n * it_n * tile_words)
+            add("LOAD_B", words(cols, n.bias_bits))
+            add("MAC_LOOP", *(ot_n * it_n * max(nt, e.tile_rows) * e.rate(op_of[st]) for nt in tiles))
+            if st in ("kv", "q"):
+                add("WRITE_ROW", words(cols, n.qkv.bits))
+            if st == "kv":
+                add("KV_STORE", ceil_div(cols, mi))
+                add("KV_TRANSPOSE", o * mo + cols - max(o * mo, 2 * d))
+            if st == "fc1":
+                add("WRITE_ROW", words(cols, n.hidden.bits))
+            if st == "fc2":
+                add("WRITE_ROW", words(cols, n.act.bits))
+            if st in ("embed", "proj", "fc2"):
+                add("RES_ADD", words(cols, n.act.bits))
+        if st == "router":
+            add("WRITE_ROW", words(m.num_experts, n.logit.bits))
+            add("ROUTE_ROWS", *tiles)
+        if st == "q":
+            add("READ_ROW", words(d, n.norm.bits))
+        if st == "proj":
+            add("READ_ROW", words(d, n.qkv.bits))
+        if st == "fc2":
+            add("READ_ROW", words(m.mlp_hidden, n.hidden.bits))
+        if st == "embed":
+            add("BURST_READ_ELEMS", words(d, n.act.bits))
+            add("BURST_WRITE_ELEMS", words(d, n.act.bits))
+            add("READ_PATCH_ROWS", m.patch_size)
+            lanes_in = hw.axi_data_bits // container_bits(n.input.bits)
+            skips = {((c * m.image_size[0] + py * m.patch_size + ky) * m.image_size[1] + px * m.patch_size) % lanes_in
+                     for c in range(m.in_channels) for py in range(m.grid[0]) for ky in range(m.patch_size)
+                     for px in range(m.grid[1])}
+            add("READ_PIXELS", *(ceil_div(sk + m.patch_size, lanes_in) for sk in skips))
 
-    mats = [(m.patch_dim, d), (d, 3 * d), (d, d)]  # (in, out): patch embedding, qkv, proj
-    mats += [(d, m.mlp_hidden), (m.mlp_hidden, d)] if dense else []
-    mats += [(d, ne)] if moe else []
-    mats += [(d, eh), (eh, d)] if expert_rows else []
-    out: dict[str, LoopModel] = {
-        # top level and DMA: rows of every on-chip ↔ DDR transfer (bias, γ/β, pos, image segment, saturation)
-        "SAT_ZERO": LoopModel((m.depth + 1,), None, "saturation rows cleared (one per layer)"),
-        "IMAGES": LoopModel((images,), None, "images of the call"),
-        "LAYERS": LoopModel((m.depth + 1,), None, "layers of an image (embedding + blocks)"),
-        "COPY": LoopModel((words,), 1, "AXI words of a token matrix (output copy)"),
-        "DMA_READ": LoopModel(s(len(SAT_CLASSES), d, m.patch_size, 3 * d, *([m.mlp_hidden] if dense else []),
-                                *([ne] if moe else []), *([eh] if expert_rows else [])), 1,
-                              "elements of a vector read (biases, LN parameters, pos, image segment, rows)"),
-        "DMA_WRITE": LoopModel(s(len(SAT_CLASSES), d), 1, "elements of a vector written"),
-        "DMA_READ_ROW": LoopModel(s(d, *([m.mlp_hidden] if dense else [])), 1, "elements of a token row read"),
-        "DMA_WRITE_ROW": LoopModel(s(d, 3 * d, *([m.mlp_hidden] if dense else []), *([ne] if moe else [])), 1,
-                                   "elements of a token row written"),
-        "LOAD_TILES": LoopModel(s(*(ot(n) * it(kk) * mo * mi for kk, n in mats)), 1,
-                                "weight lanes of a matrix (one per cycle)"),
-        # MAC engine
-        "MAC_OT": LoopModel(s(*(ot(n) for _, n in mats)), None, "output tiles per matmul"),
-        "MAC_T": LoopModel(tiles(t, m.num_patches, *expert_rows), None, "tokens of a tile"),
-        "MAC_IT": LoopModel(s(*(it(kk) for kk, _ in mats)), 1, "in-tiles per output tile and token"),
-        # patch embedding
-        "EMB_TILES": LoopModel((ceil_div(m.num_patches, tt),), None, "patch tiles"),
-        "EMB_GATHER": LoopModel(tiles(m.num_patches), None, "patches of a tile"),
-        "EMB_ROWS": LoopModel((m.patch_size,), None, "pixel rows of a patch and channel"),
-        "EMB_PIXELS": LoopModel((m.patch_size,), 1, "pixels of a patch row"),
-        "EMB_POS": LoopModel(tiles(m.num_patches), None, "tokens of a tile (+ pos)"),
-        "EMB_POS_ADD": LoopModel((d,), 1, "elements of a token (+ pos)"),
-        # LayerNorm
-        "LN_ROWS": LoopModel((t,), None, "rows normalised"),
-        "LN_STATS": LoopModel((d,), 1, "S1, S2 of a row"),
-        "LN_NORM": LoopModel((d,), 1, "normalised elements of a row"),
-        "ISQRT": LoopModel((32,), 1, "digit-by-digit square root"),
-        # linear stages and residual
-        "LIN_TILES": LoopModel((ceil_div(t, tt),), None, "token tiles of a linear stage"),
-        "LIN_LOAD": LoopModel(tiles(t), None, "rows of a tile read"),
-        "LIN_STORE": LoopModel(tiles(t), None, "rows of a tile written"),
-        "LIN_RES": LoopModel((d,), 1, "residual add of a proj row"),
-        "RES_ROWS": LoopModel((t,), None, "residual rows"),
-        "RES_ADD": LoopModel((d,), 1, "elements of a residual row"),
-        "LIN_GELU": LoopModel((m.mlp_hidden,), 1, "GELU of a hidden row") if dense else None,
-        # attention
-        "ATT_QTILES": LoopModel((ceil_div(t, tt),), None, "query tiles"),
-        "ATT_KBLOCKS": LoopModel((ceil_div(t, kb),), None, "key blocks per query tile"),
-        "ATT_HEADS": LoopModel((m.num_heads,), None, "heads per key block"),
-        "ATT_QUERIES": LoopModel(tiles(t), None, "queries of a tile per head and key block"),
-        "ATT_SCORES": LoopModel(tuple(sorted(set(tile_lengths(t, kb)))), 1, "keys of a block (one score per cycle)"),
-        "ATT_PV": LoopModel(tuple(sorted(set(tile_lengths(t, kb)))), 1, "keys of a block (one p·v row per cycle)"),
-        "ATT_RESCALE": LoopModel((m.head_dim,), 1, "head dims rescaled by α") if t > kb else None,
-        "ATT_FINAL": LoopModel(tiles(t), None, "queries of a tile normalised"),
-        "ATT_FINAL_HEADS": LoopModel((m.num_heads,), None, "heads of a query (one RECIP each)"),
-        "ATT_OUT": LoopModel((m.head_dim,), 1, "context elements of a head"),
-    }
-    if moe:
-        out.update({
-            "RT_TILES": LoopModel((ceil_div(t, tt),), None, "token tiles routed"),
-            "RT_TOKENS": LoopModel(tiles(t), None, "tokens of a tile routed"),
-            "RT_EXP": LoopModel((ne,), 1, "router softmax over experts"),
-            "RT_GATE": LoopModel((ne,), 1, "gate weights"),
-            "RT_TOPK": LoopModel((k,), None, "top-K selections of a token"),
-            "RT_SCAN": LoopModel((ne,), 1, "experts scanned per selection"),
-            "RT_OFFSETS": LoopModel((ne,), None, "queue starts (counting sort)"),
-            "RT_FILL": LoopModel((t,), None, "tokens enqueued"),
-            "RT_FILL_K": LoopModel((k,), 1, "entries of a token enqueued"),
-            "MF_ROWS": LoopModel((t,), None, "MoE finish rows"),
-            "MF_REQ": LoopModel((d,), 1, "elements of a finished row"),
-        })
-    if expert_rows:
-        out.update({
-            "EX_LOOP": LoopModel(s(*(len(u) for u in used)), None, "used experts of an MoE block"),
-            "EX_TILES": LoopModel(s(*(ceil_div(n, tt) for n in expert_rows)), None, "token tiles of a queue"),
-            "EX_GATHER": LoopModel(tiles(*expert_rows), None, "queue entries of a tile gathered"),
-            "EX_GELU": LoopModel(tiles(*expert_rows), None, "tokens of a tile (GELU of each hidden row)"),
-            "EX_GELU_ROW": LoopModel((eh,), 1, "GELU of an expert hidden row"),
-            "EX_SCATTER": LoopModel(tiles(*expert_rows), None, "queue entries of a tile accumulated"),
-            "EX_ACC": LoopModel((d,), 1, "elements of a gate-weighted accumulation"),
-        })
-    return {label: lm for label, lm in out.items() if lm is not None}
+    # MoE: queues, the experts' jobs, the run's last layer finished by the experts' writer
+    for b in moe:
+        used = [q for q in queues[b] if q > 0]
+        add("ACC_CLEAR", t)
+        add("RT_OFFSETS", m.num_experts)
+        add("RT_FILL", t * m.top_k)
+        for name in ("JOBS_EXPERTS", "LOADER_JOBS", "MAC_JOBS", "READER_JOBS", "WRITER_JOBS"):
+            add(name, len(used))
+        add("LOAD_W", e.ot(m.expert_hidden) * e.it(d) * tile_words, e.ot(d) * e.it(m.expert_hidden) * tile_words)
+        add("LOAD_B", words(m.expert_hidden, n.bias_bits), words(d, n.bias_bits))
+        add("MAC_PRELOAD", e.tile_rows)
+        add("READ_ROW", words(d, n.norm.bits))
+        add("MOE_ACC", ceil_div(d, e.lanes.out))
+        for q in used:
+            tiles = tile_lengths(q, tt)
+            for name in ("MAC_TILES", "READER_TILES", "WRITER_TILES"):
+                add(name, len(tiles))
+            add("READER_ROWS", *tiles)
+            add("WRITER_ROWS", *tiles)
+            add("MAC_LOOP", *(e.ot(m.expert_hidden) * e.it(d) * max(nt, e.tile_rows) * e.rate("expert_fc1")
+                              for nt in tiles))
+            add("MAC_LOOP", *(e.ot(d) * e.it(m.expert_hidden) * max(nt, e.tile_rows) * e.rate("expert_fc2")
+                              for nt in tiles))
+    if moe and moe[-1] == m.depth - 1:
+        add("MOE_FINAL", t)
+        add("MOE_REQ", words(d, n.act.bits))
+
+    # attention
+    groups = tile_lengths(t, mo)
+    blocks = tile_lengths(t, hw.attn_key_block)
+    hd_passes = ceil_div(m.head_dim, mi)
+    p_cyc = ceil_div(mo * mi, e.lanes.exp)
+    chunk_len = max(m.head_dim * e.rate("attn_pv"), p_cyc)
+    add("ATT_GROUPS", len(groups))
+    add("ATT_Q_ROWS", *groups)
+    add("ATT_WRITE", *groups)
+    add("ATT_FINAL", *groups)
+    add("ATT_HEADS", m.num_heads)
+    add("ATT_OUT_HEADS", m.num_heads)
+    add("ATT_BLOCKS", len(blocks) + 1)
+    add("ATT_QK_PASSES", hd_passes)
+    add("ATT_Q_TILE", e.tile_rows)
+    add("ATT_QK", *(nb * e.rate("attn_qk") for nb in blocks))
+    add("ATT_P_FIRST", p_cyc)
+    add("ATT_PV", *(ceil_div(nb, mi) * chunk_len for nb in blocks))
+    add("BURST_READ_ELEMS", words(d, n.qkv.bits))
+    add("BURST_WRITE_ELEMS", words(d, n.qkv.bits))
+    return {label: LoopModel(tuple(sorted(v)), 1 if label in PIPELINED else None, label)
+            for label, v in trips.items() if v}
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,14 @@ def test_trip_counts_follow_the_routing(ledger_runs) -> None:
     tt = run.cfg.hardware.token_tile
     queues = [n for q in run.loads.values() for n in q if n > 0]
     lp = run.ledger.loops()
-    assert lp["EX_LOOP"].entries == len(run.loads)
-    assert lp["EX_LOOP"].iterations == len(queues)
-    assert lp["EX_TILES"].iterations == sum(-(-n // tt) for n in queues)
-    assert lp["EX_GATHER"].iterations == sum(queues) == run.cfg.model.num_tokens * run.cfg.model.top_k * len(run.loads)
+    assert lp["JOBS_EXPERTS"].entries == len(run.loads)
+    assert lp["JOBS_EXPERTS"].iterations == len(queues)  # one job per used expert
+    dense_tiles = lp["MAC_TILES"].iterations - sum(-(-n // tt) for n in queues)
+    assert dense_tiles > 0
+    assert lp["ACC_CLEAR"].iterations == run.cfg.model.num_tokens * len(run.loads)
+    gathered = sum(queues)
+    assert gathered == run.cfg.model.num_tokens * run.cfg.model.top_k * len(run.loads)
+    assert lp["MOE_ACC"].entries == gathered  # every queue entry's row is gate-scaled into its accumulator
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -150,21 +154,21 @@ def test_compare_csynth_accepts_the_ledger(ledger_runs, tmp_path) -> None:
         [(r.loop.module, r.loop.name, r.loop.trip_count, r.loop.latency) for r in rows]
     rep = perf.csynth_from_ledger(run.ledger)
     assert rep.latency == (round(run.ledger.cycles),) * 2
-    assert "| stage_linear | MAC_IT |" in perf.format_csynth_comparison(rows)
+    assert "| mac | MAC_LOOP |" in perf.format_csynth_comparison(rows)
 
 
 def test_compare_csynth_sees_a_wrong_trip_count(ledger_runs) -> None:
-    """A ledger whose MAC_IT ran longer than the model allows is flagged."""
+    """A ledger whose MAC_LOOP ran longer than the model allows is flagged."""
     run = ledger_runs("tiny")
     procs = []
     for p in run.ledger.processes:
         loops = tuple(perf.LedgerLoop(lp.label, lp.ii, lp.depth, lp.body, lp.entries, lp.iterations,
-                                      {k + 100: v for k, v in lp.trips.items()} if lp.label == "MAC_IT" else lp.trips)
+                                      {k + 100: v for k, v in lp.trips.items()} if lp.label == "MAC_LOOP" else lp.trips)
                       for lp in p.loops)
         procs.append(perf.LedgerProcess(p.step, p.region, p.name, loops))
     bad = perf.Ledger(run.ledger.design, run.ledger.clock_mhz, 1, tuple(procs), {})
     rows = perf.compare_csynth(run.cfg, bad, run.loads)
-    assert {r.loop.name for r in rows if not r.ok} == {"MAC_IT"}
+    assert {r.loop.name for r in rows if not r.ok} == {"MAC_LOOP"}
 
 
 def test_ledger_json_round_trip(ledger_runs, tmp_path) -> None:

@@ -204,44 +204,47 @@ CSYNTH = """<profile>
     <SummaryOfTimingAnalysis><unit>ns</unit><EstimatedClockPeriod>2.950</EstimatedClockPeriod></SummaryOfTimingAnalysis>
     <SummaryOfOverallLatency><Worst-caseLatency>1000 ~ 2000</Worst-caseLatency></SummaryOfOverallLatency>
     <SummaryOfLoopLatency>
-      <ATT_QTILES><TripCount>{qtiles}</TripCount><Latency>undef</Latency><IterationLatency>undef</IterationLatency>
-        <ATT_SCORES><TripCount>1 ~ {kb}</TripCount><Latency>3 ~ 70</Latency><PipelineII>1</PipelineII>
-          <PipelineDepth>7</PipelineDepth></ATT_SCORES>
-      </ATT_QTILES>
-      <MAC_IT_1><TripCount>{it}</TripCount><Latency>20</Latency><PipelineII>2</PipelineII>
-        <PipelineDepth>9</PipelineDepth></MAC_IT_1>
+      <ATT_GROUPS><TripCount>{qtiles}</TripCount><Latency>undef</Latency><IterationLatency>undef</IterationLatency>
+        <ATT_BLOCKS><TripCount>{kb}</TripCount><Latency>3 ~ 70</Latency><PipelineII>1</PipelineII>
+          <PipelineDepth>7</PipelineDepth></ATT_BLOCKS>
+      </ATT_GROUPS>
+      <MAC_PRELOAD_1><TripCount>{it}</TripCount><Latency>20</Latency><PipelineII>2</PipelineII>
+        <PipelineDepth>9</PipelineDepth></MAC_PRELOAD_1>
       <VITIS_LOOP_12_1><TripCount>undef</TripCount></VITIS_LOOP_12_1>
     </SummaryOfLoopLatency>
   </PerformanceEstimates>
   <AreaEstimates><Resources><BRAM_18K>100</BRAM_18K><AVAIL_BRAM>624</AVAIL_BRAM><DSP>512</DSP><FF>9000</FF>
     <LUT>12000</LUT><URAM>8</URAM></Resources></AreaEstimates>
-  <ModuleInformation><Module><Name>load_tiles</Name><PerformanceEstimates><SummaryOfLoopLatency>
-    <LOAD_TILES><TripCount>{lt}</TripCount><Latency>{lt}</Latency><PipelineII>1</PipelineII></LOAD_TILES>
+  <ModuleInformation><Module><Name>loader</Name><PerformanceEstimates><SummaryOfLoopLatency>
+    <LOAD_W><TripCount>{lt}</TripCount><Latency>{lt}</Latency><PipelineII>1</PipelineII></LOAD_W>
   </SummaryOfLoopLatency></PerformanceEstimates></Module></ModuleInformation>
 </profile>"""
 
 
 def test_parse_and_compare_csynth(tmp_path: Path, tiny) -> None:
     m, hw = tiny.model, tiny.hardware
-    it = math.ceil(m.dim / hw.mac_in)
-    lt = math.ceil(m.dim / hw.mac_out) * it * hw.mac_out * hw.mac_in
+    groups = math.ceil(m.num_tokens / hw.mac_out)  # attention query groups
+    blocks = math.ceil(m.num_tokens / hw.attn_key_block) + 1  # key blocks, software-pipelined: one more step
+    tile_rows = hw.mac_out  # tiny: mac_out ≤ weight_reuse, one tile row per slot word → mac_out cycles
+    # the K/V job's weights: out-tiles dim … 3·dim of the QKV matrix, all in-tiles, 8-bit lanes in AXI words
+    lt = (2 * m.dim // hw.mac_out) * math.ceil(m.dim / hw.mac_in) * hw.mac_out * hw.mac_in * 8 // hw.axi_data_bits
     path = tmp_path / "csynth.xml"
-    path.write_text(CSYNTH.format(qtiles=math.ceil(m.num_tokens / hw.token_tile), kb=hw.attn_key_block, it=it, lt=lt))
+    path.write_text(CSYNTH.format(qtiles=groups, kb=blocks, it=tile_rows, lt=lt))
     rep = perf.parse_csynth(path)
     assert rep.top == "m3vit_top" and rep.target_clock_ns == pytest.approx(3.33)
     assert rep.latency == (1000, 2000)
     assert rep.resources == {"BRAM_18K": 100, "DSP": 512, "FF": 9000, "LUT": 12000, "URAM": 8}
     names = {lp.path: lp for lp in rep.loops}
-    assert names["ATT_QTILES/ATT_SCORES"].trip_count == (1, hw.attn_key_block)
-    assert names["ATT_QTILES/ATT_SCORES"].ii == 1 and names["ATT_QTILES/ATT_SCORES"].depth == 7
+    assert names["ATT_GROUPS/ATT_BLOCKS"].trip_count == (blocks, blocks)
+    assert names["ATT_GROUPS/ATT_BLOCKS"].ii == 1 and names["ATT_GROUPS/ATT_BLOCKS"].depth == 7
     assert names["VITIS_LOOP_12_1"].trip_count is None
-    assert names["LOAD_TILES"].module == "load_tiles"
+    assert names["LOAD_W"].module == "loader"
     rows = {r.loop.name: r for r in perf.compare_csynth(tiny, rep)}
-    assert set(rows) == {"ATT_QTILES", "ATT_SCORES", "MAC_IT_1", "LOAD_TILES"}
-    assert rows["ATT_SCORES"].ok and rows["ATT_QTILES"].ok and rows["LOAD_TILES"].ok
-    assert rows["MAC_IT_1"].trip_ok and rows["MAC_IT_1"].ii_ok is False  # II 2 where the model expects 1
+    assert set(rows) == {"ATT_GROUPS", "ATT_BLOCKS", "MAC_PRELOAD_1", "LOAD_W"}
+    assert rows["ATT_GROUPS"].ok and rows["ATT_BLOCKS"].ok and rows["LOAD_W"].ok  # no II to compare for a loop
+    assert rows["MAC_PRELOAD_1"].trip_ok and rows["MAC_PRELOAD_1"].ii_ok is False  # II 2 where the model says 1
     table = perf.format_csynth_comparison(list(rows.values()))
-    assert "| load_tiles | LOAD_TILES |" in table and "NO |" in table
+    assert "| loader | LOAD_W |" in table and "NO |" in table
 
 
 # ------------------------------------------------------------------------------------ the RTL MoE unit

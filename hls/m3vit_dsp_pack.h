@@ -123,6 +123,19 @@ inline dsp_p_t dsp_pack_madd(dsp_p_t p, dsp_ad_t ad, typename sint<AB>::t a) {
 #endif
 }
 
+// One DSP step with any operands that fit the ports: P + AD · B (mod 2^48), AD ≤ 27 bits, B ≤ 18 bits. The
+// packed step above is this step with AD = dsp_pack_ad(w_hi, w_lo).
+inline dsp_p_t dsp_madd(dsp_p_t p, dsp_ad_t ad, dsp_b_t b) {
+#pragma HLS INLINE
+#ifdef M3VIT_AP_TYPES
+    const dsp_m_t m = ad * b;
+    return dsp_p_t(p + m);
+#else
+    const dsp_m_t m = dsp_wrap<DSP_M_BITS>(int64_t(ad) * int64_t(b));
+    return dsp_p_t(dsp_wrap<DSP_P_BITS>(int64_t(p) + m));
+#endif
+}
+
 // A single packed product: P = (w_hi·2^18 + w_lo) · a.
 template <int WB, int AB>
 inline dsp_p_t dsp_pack_mul(typename sint<WB>::t w_hi, typename sint<WB>::t w_lo, typename sint<AB>::t a) {

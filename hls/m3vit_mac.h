@@ -35,41 +35,53 @@ inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg
 #pragma HLS PIPELINE II = 1
     using namespace cfg;
     typedef sint<PACK_BITS>::t p8;
+    if (!ARRAY_PACKED) {  // one multiplier per lane: every row, every cycle
+    MAC_ROWS:
+        for (int r = 0; r < MAC_OUT; r++) {
+#pragma HLS UNROLL
+            mac_ps_t s = 0;
+        MAC_WIDE:
+            for (int k = 0; k < MAC_IN; k++) {
+#pragma HLS UNROLL
+                s += mac_ps_t(mac_ps_t(w[r][k]) * a[k]);
+            }
+            ps[r] = s;
+        }
+        return;
+    }
+    const int row = phase < 0 ? 0 : phase;
 MAC_PAIRS:
     for (int p = 0; p < MAC_OUT / 2; p++) {
 #pragma HLS UNROLL
-        if (ARRAY_PACKED && packed) {
-            mac_ps_t hi = 0, lo = 0;
-        MAC_RUNS:
-            for (int r0 = 0; r0 < MAC_IN; r0 += PACK_LEN) {
+        // one DSP48E2 per (row pair, lane): its pre-adder input is the two rows' int8 weights 18 bits apart
+        // (packed) or one row's operand (wide); B is the streamed value; P cascades over PACK_LEN lanes
+        mac_ps_t hi = 0, lo = 0, one = 0;
+    MAC_RUNS:
+        for (int r0 = 0; r0 < MAC_IN; r0 += PACK_LEN) {
 #pragma HLS UNROLL
-                dsp_p_t acc = 0;
-                for (int k = r0; k < r0 + PACK_LEN && k < MAC_IN; k++) {
+            dsp_p_t acc = 0;
+        MAC_RUN:
+            for (int kk = 0; kk < PACK_LEN; kk++) {
 #pragma HLS UNROLL
-                    acc = dsp_pack_madd<PACK_BITS, PACK_BITS>(
-                        acc, dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k])), p8(a[k]));
+                const int k = r0 + kk;
+                if (k < MAC_IN) {
+                    const dsp_ad_t ad = packed ? dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k]))
+                                               : dsp_ad_t(w[2 * p + row][k]);
+                    acc = dsp_madd(acc, ad, dsp_b_t(a[k]));
                 }
-                dsp_hi_t h;
-                dsp_lo_t l;
-                dsp_pack_unpack(acc, h, l);
-                hi += mac_ps_t(h);
-                lo += mac_ps_t(l);
             }
+            dsp_hi_t h;
+            dsp_lo_t l;
+            dsp_pack_unpack(acc, h, l);
+            hi += mac_ps_t(h);
+            lo += mac_ps_t(l);
+            one += mac_ps_t(acc);  // wide: a run of ≤ PACK_LEN products never wraps P
+        }
+        if (packed) {
             ps[2 * p + 1] = hi;
             ps[2 * p] = lo;
         } else {
-            for (int h = 0; h < 2; h++) {
-#pragma HLS UNROLL
-                const int r = 2 * p + h;
-                if (phase >= 0 && h != phase) continue;
-                mac_ps_t s = 0;
-            MAC_WIDE:
-                for (int k = 0; k < MAC_IN; k++) {
-#pragma HLS UNROLL
-                    s += mac_ps_t(mac_ps_t(w[r][k]) * a[k]);
-                }
-                ps[r] = s;
-            }
+            ps[2 * p + row] = one;
         }
     }
 }

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from m3vit import build_dir
+from m3vit.codegen.bits import ceil_div
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 from m3vit.codegen.hls import TOP_NAME, ap_types_dir
 from m3vit.codegen.perf import ARCH, Buffer, buffers, macs_per_dsp, maxi_settings, place_buffers, resources
@@ -126,6 +127,7 @@ class LintReport:
     loops: int = 0
     maxi_accesses: int = 0
     seconds: float = 0.0
+    walked: tuple[str, ...] = ()  # the kernel functions the walk reached (names, templates included)
 
     def failures(self, check: str | None = None) -> list[Finding]:
         """Unwaived findings (of one check, or all)."""
@@ -636,7 +638,7 @@ class _Walker:
                 bound = self.evaluate(rhs)
                 const_bound = bound is not None and (v0 is not None or init is None)
                 if bound is not None and v0 is not None:
-                    trip = max(0, bound - v0 + (1 if self.op(cond) == "<=" else 0))
+                    trip = ceil_div(max(0, bound - v0 + (1 if self.op(cond) == "<=" else 0)), self.step(kids))
         label = label or f"loop@{self.where(c)}"
         loop = _Loop(c, label, prag, trip, var)
         if not const_bound and not any(p.directive == "LOOP_TRIPCOUNT" for p in prag):
@@ -648,6 +650,15 @@ class _Walker:
             self.add("tripcount", c, f"fully unrolled loop {label} has no constant trip count", fn.name)
         for k in c.get_children():
             self.visit(k, fn, [*loops, loop], conds)
+
+    def step(self, kids: list) -> int:
+        """The constant increment of a for loop (`i += c`), 1 for `i++` or anything the lint cannot evaluate."""
+        inc = next((k for k in kids if k.kind == self.ci.CursorKind.COMPOUND_ASSIGNMENT_OPERATOR
+                    and self.op(k) == "+="), None)
+        if inc is None:
+            return 1
+        value = self.evaluate(list(inc.get_children())[1])
+        return value if value is not None and value > 0 else 1
 
     def descendants(self, c) -> Iterator:
         for k in c.get_children():
@@ -974,7 +985,7 @@ def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] |
     findings.sort(key=lambda f: order[f.check])
     return LintReport(cfg.name, str(project), findings, arrays, muls, totals, perf, board_d,
                       functions=len(w.walked), loops=w.loops, maxi_accesses=w.maxi_accesses,
-                      seconds=time.perf_counter() - t0)
+                      walked=tuple(sorted({w.fn_names[usr] for usr, _ in w.walked})), seconds=time.perf_counter() - t0)
 
 
 def compare_inventory(totals: dict[str, int], model: dict[str, int]) -> list[Finding]:

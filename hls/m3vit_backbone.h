@@ -106,6 +106,7 @@ IMAGES:
         const cfg::word_t* in = input + uint64_t(img) * (first_layer == 0 ? IMAGE_WORDS : TOKEN_WORDS);
     LAYERS:
         for (unsigned layer = first_layer; layer <= last; layer++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = LAYERS
             M3VIT_LEDGER_LAYER(-1);
             M3VIT_LEDGER_LOOP(LAYERS, layer == first_layer, 2);
             sat_clear(sat);

@@ -44,10 +44,12 @@ MAC_PAIRS:
             for (int r0 = 0; r0 < MAC_IN; r0 += PACK_LEN) {
 #pragma HLS UNROLL
                 dsp_p_t acc = 0;
-                for (int k = r0; k < r0 + PACK_LEN && k < MAC_IN; k++) {
+                for (int j = 0; j < PACK_LEN; j++) {
 #pragma HLS UNROLL
-                    acc = dsp_pack_madd<PACK_BITS, PACK_BITS>(
-                        acc, dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k])), p8(a[k]));
+                    const int k = r0 + j;
+                    if (k < MAC_IN)
+                        acc = dsp_pack_madd<PACK_BITS, PACK_BITS>(
+                            acc, dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k])), p8(a[k]));
                 }
                 dsp_hi_t h;
                 dsp_lo_t l;
@@ -58,10 +60,11 @@ MAC_PAIRS:
             ps[2 * p + 1] = hi;
             ps[2 * p] = lo;
         } else {
-            for (int h = 0; h < 2; h++) {
+            // A packing array runs wide operands at rate 2: one row of the pair per call (the row with parity
+            // phase; the other keeps its value), so MO/2 x MI multipliers, the same count as the packed path.
+            for (int h = 0; h < (ARRAY_PACKED ? 1 : 2); h++) {
 #pragma HLS UNROLL
-                const int r = 2 * p + h;
-                if (phase >= 0 && h != phase) continue;
+                const int r = ARRAY_PACKED ? 2 * p + phase : 2 * p + h;
                 mac_ps_t s = 0;
             MAC_WIDE:
                 for (int k = 0; k < MAC_IN; k++) {

@@ -265,6 +265,30 @@ ap_int<40> dot(const ap_int<16> x[64], const ap_int<16> y[64]) {
     assert r.totals["dsp"] == 64  # three instantiations of dot, ALLOCATION keeps one: 64 lanes of 16 x 16
 
 
+def test_struct_members_are_arrays_with_their_pragmas(tmp_path, tiny_project) -> None:
+    """A static struct's array members, nested ones too, are named and bound by their dotted path; a pragma
+    factor may name a config constant (tiny: MAC_IN = 16)."""
+    helpers = """
+struct Inner { ap_int<8> k[64][256]; };
+struct Outer { Inner in; ap_int<16> a[4096]; };"""
+    body = """
+    static Outer st;
+#pragma HLS BIND_STORAGE variable = st.in.k type = ram_2p impl = uram
+#pragma HLS ARRAY_RESHAPE variable = st.in.k cyclic factor = MAC_IN dim = 2
+    st.in.k[task][num_images] = 1;
+    st.a[task] = st.in.k[num_images][task];
+    output[0] = st.a[num_images];
+"""
+    r = lint(tmp_path, tiny_project, body, helpers=helpers)
+    (k,) = [a for a in r.arrays if a.name.endswith("::st.in.k")]
+    mac_in = TINY.hardware.mac_in
+    # 8 x mac_in bits wide, 64 x 256 / mac_in deep: URAM words are 72 bits, 4096 deep
+    assert (k.kind, k.bound, k.width, k.depth) == ("uram", "uram", 8 * mac_in, 64 * 256 // mac_in)
+    assert k.uram == math.ceil(8 * mac_in / 72) * math.ceil(64 * 256 / mac_in / 4096)
+    (a,) = [a for a in r.arrays if a.name.endswith("::st.a")]
+    assert (a.kind, a.width, a.depth, a.bram36) == ("bram", 16, 4096, bram36(16, 4096))
+
+
 def test_planted_inventory_mismatch_is_caught(tmp_path, tiny_project) -> None:
     """The comparison with the model: equal counts pass; one extra multiplier lane or array is named."""
     by_hand = {"dsp": 64, "bram36": 4, "uram": 0}

@@ -35,6 +35,7 @@ import argparse
 import ctypes
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from m3vit import build_dir
+from m3vit.codegen.bits import ceil_div
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 from m3vit.codegen.hls import TOP_NAME, ap_types_dir
 from m3vit.codegen.perf import ARCH, Buffer, buffers, macs_per_dsp, maxi_settings, place_buffers, resources
@@ -126,6 +128,7 @@ class LintReport:
     loops: int = 0
     maxi_accesses: int = 0
     seconds: float = 0.0
+    walked: tuple[str, ...] = ()  # the kernel functions the walk reached (names, templates included)
 
     def failures(self, check: str | None = None) -> list[Finding]:
         """Unwaived findings (of one check, or all)."""
@@ -636,7 +639,7 @@ class _Walker:
                 bound = self.evaluate(rhs)
                 const_bound = bound is not None and (v0 is not None or init is None)
                 if bound is not None and v0 is not None:
-                    trip = max(0, bound - v0 + (1 if self.op(cond) == "<=" else 0))
+                    trip = ceil_div(max(0, bound - v0 + (1 if self.op(cond) == "<=" else 0)), self.step(kids))
         label = label or f"loop@{self.where(c)}"
         loop = _Loop(c, label, prag, trip, var)
         if not const_bound and not any(p.directive == "LOOP_TRIPCOUNT" for p in prag):
@@ -648,6 +651,15 @@ class _Walker:
             self.add("tripcount", c, f"fully unrolled loop {label} has no constant trip count", fn.name)
         for k in c.get_children():
             self.visit(k, fn, [*loops, loop], conds)
+
+    def step(self, kids: list) -> int:
+        """The constant increment of a for loop (`i += c`), 1 for `i++` or anything the lint cannot evaluate."""
+        inc = next((k for k in kids if k.kind == self.ci.CursorKind.COMPOUND_ASSIGNMENT_OPERATOR
+                    and self.op(k) == "+="), None)
+        if inc is None:
+            return 1
+        value = self.evaluate(list(inc.get_children())[1])
+        return value if value is not None and value > 0 else 1
 
     def descendants(self, c) -> Iterator:
         for k in c.get_children():
@@ -710,10 +722,7 @@ class _Walker:
             self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (blocks[0], blocks[1], pragmas, blocks[2])
             return
         if can.kind == K.RECORD and static:
-            for f in can.get_fields():
-                s = self.shape(f.type)
-                if s:
-                    self.arrays[f"{fn.name}::{d.spelling}.{f.spelling}#{fn.usr}"] = (s[0], s[1], [], 1)
+            self.record_arrays(d.spelling, can, fn)
             return
         s = self.shape(d.type)
         if s is None:
@@ -721,6 +730,20 @@ class _Walker:
         bits = s[0] * math.prod(s[1])
         if static or bits >= INVENTORY_MIN_BITS:
             self.arrays[f"{fn.name}::{d.spelling}#{fn.usr}"] = (s[0], s[1], pragmas, 1)
+
+    def record_arrays(self, path: str, can, fn: _Fn) -> None:
+        """The array members of a static struct, nested structs included, each named and bound by its dotted
+        path (`#pragma HLS BIND_STORAGE variable = st.kv.k`)."""
+        for f in can.get_fields():
+            name = f"{path}.{f.spelling}"
+            fcan = f.type.get_canonical()
+            if fcan.kind == self.ci.TypeKind.RECORD:
+                self.record_arrays(name, fcan, fn)
+                continue
+            s = self.shape(f.type)
+            if s:
+                pragmas = [p for p in fn.pragmas if p.get("variable") == name]
+                self.arrays[f"{fn.name}::{name}#{fn.usr}"] = (s[0], s[1], pragmas, 1)
 
     def stream_of_blocks(self, can) -> tuple[int, tuple[int, ...], int] | None:
         """(element bits, block dims, depth) of an ``hls::stream_of_blocks<block, depth>`` (depth 2 by default),
@@ -901,22 +924,37 @@ def _dsp(a_bits: int, b_bits: int, lanes: int) -> int:
         return lanes * math.ceil(hi / 27) * math.ceil(lo / 18)
 
 
-def _banks(elem_bits: int, dims: tuple[int, ...], pragmas: list[Pragma]) -> tuple[int, int, int] | None:
-    """(banks, width, depth) of an array after its ARRAY_PARTITION / ARRAY_RESHAPE pragmas; None when it is
-    completely partitioned into registers."""
+def _config_constants(src: Path) -> dict[str, int]:
+    """The integer constants of the generated m3vit_config.h (`constexpr int NAME = value;`), by name."""
+    text = (src / "m3vit_config.h").read_text()
+    return {m[1]: int(m[2]) for m in re.finditer(r"constexpr\s+(?:unsigned|int)\s+(\w+)\s*=\s*(-?\d+)\s*;", text)}
+
+
+def _int_option(value: str | None, consts: dict[str, int], default: int) -> int:
+    """A pragma option that is a number or a config constant (`factor = OUT_LANES`); ``default`` otherwise."""
+    if value is None:
+        return default
+    return int(value) if value.isdigit() else consts.get(value, default)
+
+
+def _banks(elem_bits: int, dims: tuple[int, ...], pragmas: list[Pragma],
+           consts: dict[str, int] | None = None) -> tuple[int, int, int] | None:
+    """(banks, width, depth) of an array after its ARRAY_PARTITION / ARRAY_RESHAPE pragmas (factors and dims
+    may name config constants); None when it is completely partitioned into registers."""
+    consts = consts or {}
     dims_l = list(dims)
     banks, width = 1, elem_bits
     for p in pragmas:
         if p.directive not in ("ARRAY_PARTITION", "ARRAY_RESHAPE"):
             continue
-        dim = int(p.get("dim") or 1) if (p.get("dim") or "1").isdigit() else 1
+        dim = _int_option(p.get("dim"), consts, 1)
         targets = range(len(dims_l)) if dim == 0 else [dim - 1]
         kind = (p.get("type") or next((k for k in ("complete", "cyclic", "block") if k in p.options), "complete"))
         for i in targets:
             if i >= len(dims_l):
                 continue
             n = dims_l[i]
-            f = n if kind == "complete" else int(p.get("factor") or 1) if (p.get("factor") or "1").isdigit() else 1
+            f = n if kind == "complete" else _int_option(p.get("factor"), consts, 1)
             f = max(1, min(f, n))
             if p.directive == "ARRAY_PARTITION":
                 banks *= f
@@ -952,7 +990,7 @@ def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] |
                                       "includes hls_math.h"))
     w.run(top)
     board = cfg.hardware.board_spec
-    arrays = _inventory(w, board)
+    arrays = _inventory(w, board, _config_constants(src))
     muls = w.multipliers()
     totals = {"dsp": sum(m.dsp for m in muls), "bram36": sum(a.bram36 for a in arrays),
               "uram": sum(a.uram for a in arrays), "lutram": sum(a.lutram for a in arrays)}
@@ -974,7 +1012,7 @@ def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] |
     findings.sort(key=lambda f: order[f.check])
     return LintReport(cfg.name, str(project), findings, arrays, muls, totals, perf, board_d,
                       functions=len(w.walked), loops=w.loops, maxi_accesses=w.maxi_accesses,
-                      seconds=time.perf_counter() - t0)
+                      walked=tuple(sorted({w.fn_names[usr] for usr, _ in w.walked})), seconds=time.perf_counter() - t0)
 
 
 def compare_inventory(totals: dict[str, int], model: dict[str, int]) -> list[Finding]:
@@ -987,12 +1025,12 @@ def _model_lutram(cfg: DesignConfig, model) -> list[Buffer]:
     return [b for b in buffers(cfg) if model.placement.get(b.name) == "lutram"]
 
 
-def _inventory(w: _Walker, board) -> list[ArrayUse]:
+def _inventory(w: _Walker, board, consts: dict[str, int]) -> list[ArrayUse]:
     bufs: list[Buffer] = []
     bound: dict[str, str] = {}
     meta = {}
     for key, (elem_bits, dims, pragmas, copies) in sorted(w.arrays.items()):
-        shape = _banks(elem_bits, dims, pragmas)
+        shape = _banks(elem_bits, dims, pragmas, consts)
         if shape is None:
             continue
         banks, width, depth = shape

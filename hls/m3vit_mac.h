@@ -25,17 +25,60 @@ namespace m3vit {
 static const int PACK_BITS = 8;
 static const int PACK_LEN = dsp_pack<PACK_BITS, PACK_BITS>::max_len;
 
-// mac_array(w, a, packed, phase, ps): ps[mo] = Σ_mi w[mo][mi]·a[mi] for the rows this cycle computes —
-// all MO rows when packed or when the array does not pack at all (ARRAY_PACKED = 0: MO·MI DSPs, phase
-// -1), else the rows with mo % 2 == phase (the others are left unchanged).
-// Fully pipelined, II = 1: MO·MI/2 DSP48E2 (packed: PACK_LEN-long P cascades per row pair).
-inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
-                      bool packed, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
-#pragma HLS INLINE off
-#pragma HLS PIPELINE II = 1
-    using namespace cfg;
-    typedef sint<PACK_BITS>::t p8;
-    if (!ARRAY_PACKED) {  // one multiplier per lane: every row, every cycle
+// mac_rows<PACKING_ARRAY>(w, a, packed, phase, ps): the array's datapath, for a packing array (1) or one
+// multiplier per lane (0); only the design's one is instantiated.
+template <int PACKING_ARRAY>
+void mac_rows(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN], bool packed,
+              int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]);
+
+// A packing array: one DSP48E2 per (row pair, lane). Its pre-adder input is the pair's two int8 weights
+// 18 bits apart (packed) or the phase row's operand alone (wide); B is the streamed value; P cascades over
+// runs of PACK_LEN lanes and is unpacked (or, wide, read whole: such a run never wraps) after each run.
+template <>
+inline void mac_rows<1>(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
+                        bool packed, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
+    {
+#pragma HLS INLINE
+        using namespace cfg;
+        typedef sint<PACK_BITS>::t p8;
+        const int row = phase < 0 ? 0 : phase;
+    MAC_PAIRS:
+        for (int p = 0; p < MAC_OUT / 2; p++) {
+#pragma HLS UNROLL
+            mac_ps_t hi = 0, lo = 0, one = 0;
+            dsp_p_t acc = 0;
+        MAC_LANES:
+            for (int k = 0; k < MAC_IN; k++) {
+#pragma HLS UNROLL
+                const dsp_ad_t ad = packed ? dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k]))
+                                           : dsp_ad_t(w[2 * p + row][k]);
+                acc = dsp_madd(k % PACK_LEN == 0 ? dsp_p_t(0) : acc, ad, dsp_b_t(a[k]));
+                if (k % PACK_LEN == PACK_LEN - 1 || k == MAC_IN - 1) {  // the end of a cascade
+                    dsp_hi_t h;
+                    dsp_lo_t l;
+                    dsp_pack_unpack(acc, h, l);
+                    hi += mac_ps_t(h);
+                    lo += mac_ps_t(l);
+                    one += mac_ps_t(acc);
+                }
+            }
+            if (packed) {
+                ps[2 * p + 1] = hi;
+                ps[2 * p] = lo;
+            } else {
+                ps[2 * p + row] = one;
+            }
+        }
+    }
+}
+
+// An array that does not pack (weights wider than 8 bits): one multiplier per lane, every row every cycle.
+template <>
+inline void mac_rows<0>(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN], bool,
+                        int, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
+    {
+#pragma HLS INLINE
+        using namespace cfg;
     MAC_ROWS:
         for (int r = 0; r < MAC_OUT; r++) {
 #pragma HLS UNROLL
@@ -47,43 +90,18 @@ inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg
             }
             ps[r] = s;
         }
-        return;
     }
-    const int row = phase < 0 ? 0 : phase;
-MAC_PAIRS:
-    for (int p = 0; p < MAC_OUT / 2; p++) {
-#pragma HLS UNROLL
-        // one DSP48E2 per (row pair, lane): its pre-adder input is the two rows' int8 weights 18 bits apart
-        // (packed) or one row's operand (wide); B is the streamed value; P cascades over PACK_LEN lanes
-        mac_ps_t hi = 0, lo = 0, one = 0;
-    MAC_RUNS:
-        for (int r0 = 0; r0 < MAC_IN; r0 += PACK_LEN) {
-#pragma HLS UNROLL
-            dsp_p_t acc = 0;
-        MAC_RUN:
-            for (int kk = 0; kk < PACK_LEN; kk++) {
-#pragma HLS UNROLL
-                const int k = r0 + kk;
-                if (k < MAC_IN) {
-                    const dsp_ad_t ad = packed ? dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k]))
-                                               : dsp_ad_t(w[2 * p + row][k]);
-                    acc = dsp_madd(acc, ad, dsp_b_t(a[k]));
-                }
-            }
-            dsp_hi_t h;
-            dsp_lo_t l;
-            dsp_pack_unpack(acc, h, l);
-            hi += mac_ps_t(h);
-            lo += mac_ps_t(l);
-            one += mac_ps_t(acc);  // wide: a run of ≤ PACK_LEN products never wraps P
-        }
-        if (packed) {
-            ps[2 * p + 1] = hi;
-            ps[2 * p] = lo;
-        } else {
-            ps[2 * p + row] = one;
-        }
-    }
+}
+
+// mac_array(w, a, packed, phase, ps): ps[mo] = Σ_mi w[mo][mi]·a[mi] for the rows this cycle computes —
+// all MO rows when packed or when the array does not pack at all (ARRAY_PACKED = 0: MO·MI DSPs, phase
+// -1), else the rows with mo % 2 == phase (the others are left unchanged).
+// Fully pipelined, II = 1: MO·MI/2 DSP48E2 on a packing array.
+inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
+                      bool packed, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
+#pragma HLS INLINE off
+#pragma HLS PIPELINE II = 1
+    mac_rows<cfg::ARRAY_PACKED>(w, a, packed, phase, ps);
 }
 
 // req_rt(acc, shift, bits, nsat) = SAT_bits(RSHR(acc, shift)) with run-time shift and width (the

@@ -441,7 +441,7 @@ def test_today_walk_reaches_every_stage(today, preset) -> None:
             "gelu"} <= walked, sorted(walked)
     names = {m.function.split("<")[0] for m in r.multipliers} | {a.name.split("::")[0].split("<")[0]
                                                                  for a in r.arrays}
-    assert {"mac_array", "mac_tile", "layernorm_tile", "attn_head", "run_stage"} <= names
+    assert {"dsp_madd", "mac_tile", "layernorm_tile", "attn_head", "run_stage"} <= names
     assert r.maxi_accesses > 10 and not r.waived()
 
 
@@ -450,11 +450,10 @@ def test_today_inventory_sees_one_mac_array(today) -> None:
     cfg = with_overrides(load_config("m3vit_small_pascal_dse"), **REDUCED)
     r = today("m3vit_small_pascal_dse")
     mo, mi = cfg.hardware.mac_out, cfg.hardware.mac_in
-    wide = [m for m in r.multipliers if m.function == "mac_array"]
-    assert [m.dsp for m in wide] == [mo // 2 * mi]  # wide operands: one row of each pair per call
-    packed = [m for m in r.multipliers if m.function.startswith("dsp_pack_madd")]
-    # the packed path: per row pair, ceil(MI / PACK_LEN) cascades of PACK_LEN DSPs (int8 x int8: 7 per cascade)
-    assert sum(m.dsp for m in packed) == mo // 2 * math.ceil(mi / 7) * 7
+    # one multiply per (row pair, lane): packed pairs and wide products share it (the pre-adder input selects)
+    dsp = [m for m in r.multipliers if m.function.startswith("dsp_madd")]
+    assert sum(m.dsp for m in dsp) == mo // 2 * mi
+    assert not [m for m in r.multipliers if m.function.startswith(("mac_array", "mac_rows", "dsp_pack_madd"))]
     (sw,) = [a for a in r.arrays if a.name == "run_stage::sw"]
     assert (sw.banks, sw.kind, sw.bound) == (2, "bram", "bram")  # two weight slots (stream_of_blocks depth 2)
 

@@ -4,10 +4,20 @@
 #ifndef M3VIT_LAYERNORM_H
 #define M3VIT_LAYERNORM_H
 
+#include "m3vit_burst.h"
 #include "m3vit_config.h"
 #include "m3vit_prims.h"
 
 namespace m3vit {
+
+// moe_output(a, res, m, x, nsat): an MoE block's output for one element (docs/numerics.md §11): the MoE
+// value m = REQ_act(A, 15) and the block output x = SAT_act(attn_res + m); clamps count in nsat. Used where
+// a block is finished: the experts' writer (a run's last layer) and the next block's K/V reader.
+inline void moe_output(cfg::moe_sum_t a, cfg::act_t res, cfg::act_t& m, cfg::act_t& x, uint32_t& nsat) {
+    using namespace cfg;
+    m = act_t(req<PROB_FRAC, ACT_BITS>(i64(a), nsat));
+    x = act_t(sat_bits<ACT_BITS>(res_t(res_t(res) + res_t(m)), nsat));
+}
 
 // layernorm_tile(src, stride, nt, g, b, a, tap, nsat, acc, x_out, mlp_out, fin_sat): rows src + t·stride
 // (act lanes), t < nt, into a[t][0 … DIM) (norm values) and the norm rows tap + t·STR_NORM (norm lanes).
@@ -20,7 +30,7 @@ inline void layernorm_tile(const cfg::word_t* src, int stride, int nt, const cfg
                            cfg::word_t* mlp_out, uint32_t& fin_sat) {
     using namespace cfg;
     const int LA = AXI_BITS / ACT_CB, LN = AXI_BITS / NORM_CB;
-    const int wa = (DIM + LA - 1) / LA, wn = (DIM + LN - 1) / LN;
+    const int wa = burst_words<word_t, ACT_CB>(DIM), wn = burst_words<word_t, NORM_CB>(DIM);
     static act_t xt[TOKEN_TILE][DIM];
 #pragma HLS ARRAY_RESHAPE variable = xt cyclic factor = LN_LANES dim = 2
     i64 s1[TOKEN_TILE], s2[TOKEN_TILE], rr[TOKEN_TILE];
@@ -43,9 +53,8 @@ LN_ROWS:
 #pragma HLS UNROLL
                     const int c = i * LA + l;
                     if (c < DIM) {
-                        const act_t m = act_t(req<PROB_FRAC, ACT_BITS>(i64(acc[t][c]), fin_sat));
-                        const res_t v = res_t(res_t(act_t(lane_get<ACT_CB>(w, l))) + res_t(m));
-                        const act_t x = act_t(sat_bits<ACT_BITS>(v, fin_sat));
+                        act_t m, x;
+                        moe_output(acc[t][c], act_t(lane_get<ACT_CB>(w, l)), m, x, fin_sat);
                         lane_set<ACT_CB>(wm, l, to_i64(m));
                         lane_set<ACT_CB>(wx, l, to_i64(x));
                         xt[t][c] = x;

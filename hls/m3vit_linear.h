@@ -221,7 +221,7 @@ LOAD_W:
         }
     }
     const int LB = AXI_BITS / BIAS_CB;
-    const int nb_words = (r.biases + LB - 1) / LB;
+    const int nb_words = burst_words<word_t, BIAS_CB>(r.biases);
     const word_t* bsrc = weights + r.b_off;
 LOAD_B:
     for (int i = 0; i < nb_words; i++) {
@@ -322,7 +322,7 @@ template <int CB>
 inline void read_row(const cfg::word_t* src, int n, cfg::mac_a_t a[cfg::TOKEN_TILE][cfg::A_COLS], int t) {
     using namespace cfg;
     const int L = AXI_BITS / CB;
-    const int words = (n + L - 1) / L;
+    const int words = burst_words<word_t, CB>(n);
 READ_ROW:
     for (int i = 0; i < words; i++) {
 #pragma HLS PIPELINE II = 1
@@ -562,7 +562,7 @@ template <int CB, class T>
 inline void write_row(cfg::word_t* dst, int n, const T* v) {
     using namespace cfg;
     const int L = AXI_BITS / CB;
-    const int words = (n + L - 1) / L;
+    const int words = burst_words<word_t, CB>(n);
 WRITE_ROW:
     for (int i = 0; i < words; i++) {
 #pragma HLS PIPELINE II = 1
@@ -660,7 +660,7 @@ inline void route_token(const cfg::mac_y_t* lg_row, Routing& rt, int tok) {
 inline void residual_row(const cfg::word_t* res, const cfg::mac_y_t* y, int n, cfg::word_t* dst, uint32_t& nsat) {
     using namespace cfg;
     const int L = AXI_BITS / ACT_CB;
-    const int words = (n + L - 1) / L;
+    const int words = burst_words<word_t, ACT_CB>(n);
 RES_ADD:
     for (int i = 0; i < words; i++) {
 #pragma HLS PIPELINE II = 1
@@ -687,7 +687,7 @@ inline void moe_final_row(const cfg::moe_sum_t acc[cfg::DIM], const cfg::word_t*
                           uint32_t& nsat) {
     using namespace cfg;
     const int L = AXI_BITS / ACT_CB;
-    const int words = (DIM + L - 1) / L;
+    const int words = burst_words<word_t, ACT_CB>(DIM);
 MOE_REQ:
     for (int i = 0; i < words; i++) {
 #pragma HLS PIPELINE II = 1
@@ -700,10 +700,10 @@ MOE_REQ:
 #pragma HLS UNROLL
             const int c = i * L + l;
             if (c < DIM) {
-                const act_t m = act_t(req<PROB_FRAC, ACT_BITS>(i64(acc[c]), nsat));
-                const res_t v = res_t(res_t(act_t(lane_get<ACT_CB>(rw, l))) + res_t(m));
+                act_t m, x;
+                moe_output(acc[c], act_t(lane_get<ACT_CB>(rw, l)), m, x, nsat);
                 lane_set<ACT_CB>(wm, l, to_i64(m));
-                lane_set<ACT_CB>(wx, l, to_i64(sat_bits<ACT_BITS>(v, nsat)));
+                lane_set<ACT_CB>(wx, l, to_i64(x));
             }
         }
         mlp[i] = wm;

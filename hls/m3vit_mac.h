@@ -108,7 +108,7 @@ inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg
 // requantiser behind the array, shared by every matmul): identical to req<S, B> for S = shift, B = bits.
 template <class T>
 inline T req_rt(T acc, int shift, int bits, uint32_t& nsat) {
-    const T r = shift > 0 ? T((acc + (T(1) << (shift - 1))) >> shift) : acc;
+    const T r = rshr_rt<T>(acc, shift);
     const T hi = T((T(1) << (bits - 1)) - 1);
     const T lo = T(-hi - 1);
     if (r > hi) {

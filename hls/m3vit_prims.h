@@ -105,6 +105,18 @@ inline T req(T acc, uint32_t& n) {
 }
 
 // --------------------------------------------------------------------------------------- ISQRT
+// isqrt_digit(v, res, bit): one digit step of the restoring square root (one result bit).
+inline void isqrt_digit(u64& v, u64& res, u64& bit) {
+    const u64 trial = res + bit;
+    if (v >= trial) {
+        v -= trial;
+        res = (res >> 1) + bit;
+    } else {
+        res = res >> 1;
+    }
+    bit = bit >> 2;
+}
+
 // isqrt(v) = floor(sqrt(v)) for 0 ≤ v < 2^63: restoring digit-by-digit square root, one result bit per
 // iteration (32 iterations, II = 1 each).
 inline u64 isqrt(u64 v) {
@@ -114,14 +126,7 @@ ISQRT:
     for (int i = 0; i < 32; i++) {
 #pragma HLS PIPELINE II = 1
         M3VIT_LEDGER_PIPELINE(ISQRT, i == 0, 1, 2);
-        const u64 trial = res + bit;
-        if (v >= trial) {
-            v -= trial;
-            res = (res >> 1) + bit;
-        } else {
-            res = res >> 1;
-        }
-        bit = bit >> 2;
+        isqrt_digit(v, res, bit);
     }
     return res;
 }
@@ -133,14 +138,7 @@ inline u64 isqrt_unrolled(u64 v) {
     u64 bit = u64(1) << 62;
     for (int i = 0; i < 32; i++) {
 #pragma HLS UNROLL
-        const u64 trial = res + bit;
-        if (v >= trial) {
-            v -= trial;
-            res = (res >> 1) + bit;
-        } else {
-            res = res >> 1;
-        }
-        bit = bit >> 2;
+        isqrt_digit(v, res, bit);
     }
     return res;
 }

@@ -4,7 +4,6 @@
 #ifndef M3VIT_LAYERNORM_H
 #define M3VIT_LAYERNORM_H
 
-#include "m3vit_burst.h"
 #include "m3vit_config.h"
 #include "m3vit_prims.h"
 
@@ -30,7 +29,7 @@ inline void layernorm_tile(const cfg::word_t* src, int stride, int nt, const cfg
                            cfg::word_t* mlp_out, uint32_t& fin_sat) {
     using namespace cfg;
     const int LA = AXI_BITS / ACT_CB, LN = AXI_BITS / NORM_CB;
-    const int wa = burst_words<word_t, ACT_CB>(DIM), wn = burst_words<word_t, NORM_CB>(DIM);
+    const int wa = (DIM + LA - 1) / LA, wn = (DIM + LN - 1) / LN;  // compile-time constants
     static act_t xt[TOKEN_TILE][DIM];
 #pragma HLS ARRAY_RESHAPE variable = xt cyclic factor = LN_LANES dim = 2
     i64 s1[TOKEN_TILE], s2[TOKEN_TILE], rr[TOKEN_TILE];

@@ -687,7 +687,7 @@ inline void moe_final_row(const cfg::moe_sum_t acc[cfg::DIM], const cfg::word_t*
                           uint32_t& nsat) {
     using namespace cfg;
     const int L = AXI_BITS / ACT_CB;
-    const int words = burst_words<word_t, ACT_CB>(DIM);
+    const int words = (DIM + L - 1) / L;  // a compile-time constant
 MOE_REQ:
     for (int i = 0; i < words; i++) {
 #pragma HLS PIPELINE II = 1

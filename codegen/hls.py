@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from m3vit.codegen.layout import (
 )
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
 from m3vit.codegen.perf import ARCH, maxi_settings
-from m3vit.codegen.perf.arch import PROB_OPERAND_BITS, array_packed, lanes, op_rate_div
+from m3vit.codegen.perf.arch import PROB_BITS, PROB_OPERAND_BITS, array_packed, datapath_bits, lanes, op_rate_div
 from m3vit.codegen.perf.engine import slot_tiles as perf_slot_tiles
 from m3vit.codegen.render import template_env
 
@@ -349,12 +348,13 @@ def derive(cfg: DesignConfig) -> Derived:
             )
         ]
     )
-    xhat_bits = math.ceil(math.log2(math.sqrt(dim))) + hat_frac + 2
+    dp = datapath_bits(cfg)
+    xhat_bits = dp.ln_xhat
     ln_y = max(xhat_bits + lnp_bits, lnp_bits + hat_frac + 1) + 1
     ln_y = max(ln_y, consts["SH_LN"][0] + 2)
     score_acc = 2 * qkv_bits + clog2(head_dim)
     attn_l = PROB_FRAC + clog2(tokens + 1) + 2
-    ctx_acc = 17 + qkv_bits + clog2(tokens) + 1
+    ctx_acc = dp.ctx_acc
     types = {
         "in_t": (input_bits, "input pixels"),
         "act_t": (act_bits, "residual stream"),
@@ -367,7 +367,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "bias_t": (fmt.bias_bits, "biases"),
         "acc_t": (acc_need, "matmul accumulator (exact)"),
         "res_t": (act_bits + 1, "sum of two act values before saturation"),
-        "prob_t": (17, "Q.15 probabilities / gates in [0, 2^15 + 1]"),
+        "prob_t": (PROB_BITS, "Q.15 probabilities / gates in [0, 2^15 + 1]"),
         "z_t": (32, "base-2 attention logits (saturated to 32 bits)"),
         "psum_in_t": (input_bits + weight_bits + clog2(mac_in), "patch MAC adder tree"),
         "psum_norm_t": (norm_bits + weight_bits + clog2(mac_in), "MAC adder tree on norm inputs"),
@@ -381,7 +381,11 @@ def derive(cfg: DesignConfig) -> Derived:
         "attn_l_t": (attn_l, "softmax running sum l"),
         "ctx_acc_t": (ctx_acc, "softmax running accumulator"),
         "gelu_t": (hidden_bits + gelu_table.seg_shift + 3, "GELU interpolation"),
+        "ln_s1_t": (dp.ln_s1, "LayerNorm S1 = Σ x"),
+        "ln_s2_t": (dp.ln_s2, "LayerNorm S2 = Σ x²"),
+        "ln_xc_t": (dp.ln_xc, "LayerNorm D·x − S1 (|·| < D·2^act_bits)"),
         "ln_xr_t": (act_bits + clog2(dim) + 1 + 19, "LayerNorm (D·x − S1)·R"),
+        "ln_xhat_t": (xhat_bits, "LayerNorm x̂ (|x̂| < 2·sqrt(D)·2^Fh)"),
         "ln_y_t": (ln_y, "LayerNorm x̂·γ + β·2^Fh"),
         "moe_prod_t": (act_bits + 18, "expert output · gate"),
         "moeacc_t": (64, "per-token MoE accumulator"),
@@ -464,6 +468,7 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         "HD_PASSES": (ceil_div(m.head_dim, mi), "q·k passes over a head's dims"),
         "EXP_LANES": (lanes(cfg).exp, "softmax exp lanes"),
         "OUT_LANES": (lanes(cfg).out, "MoE accumulator lanes"),
+        "ATT_OUT_LANES": (lanes(cfg).acc, "attention context lanes (acc · R), a divisor of HEAD_DIM"),
     }
 
 

@@ -48,7 +48,7 @@ from m3vit import build_dir
 from m3vit.codegen.bits import ceil_div
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config
 from m3vit.codegen.hls import TOP_NAME, ap_types_dir
-from m3vit.codegen.perf import ARCH, Buffer, buffers, macs_per_dsp, maxi_settings, place_buffers, resources
+from m3vit.codegen.perf import ARCH, Buffer, buffers, dsps, maxi_settings, place_buffers, resources
 from m3vit.codegen.project import generate
 from m3vit.codegen.vivado import assign_hp_ports, render_bitstream_tcl
 
@@ -343,6 +343,7 @@ class _Walker:
         self.muls: dict[str, list[tuple[str, int, int, int]]] = {}  # fn usr → (where, a, b, lanes)
         self.fn_names: dict[str, str] = {}
         self.fn_pragmas: dict[str, list[Pragma]] = {}
+        self.decls: list[str] = []  # the variables whose initialisers are being visited (innermost last)
         self.replication: dict[str, int] = {}
         self.walked: set[tuple[str, frozenset]] = set()
         self.stack: list[str] = []
@@ -590,6 +591,13 @@ class _Walker:
             return
         if kind == K.VAR_DECL:
             self.var_decl(c, fn)
+            self.decls.append(c.spelling)
+            try:
+                for k in c.get_children():
+                    self.visit(k, fn, loops, conds)
+            finally:
+                self.decls.pop()
+            return
         elif kind == K.CXX_NEW_EXPR:
             self.add("datapath", c, "dynamic allocation (new)", fn.name)
         elif kind == K.ARRAY_SUBSCRIPT_EXPR or (kind == K.UNARY_OPERATOR and c.type.kind != self.ci.TypeKind.POINTER
@@ -829,6 +837,10 @@ class _Walker:
             return
         if any(self.constant(o) for o in operands):
             return  # a constant factor: shift-and-add in LUTs (docs/performance.md §5)
+        if self.decls and any(p.directive == "BIND_OP" and p.get("variable") == self.decls[-1]
+                              and (p.get("op") or "").lower() == "mul" and (p.get("impl") or "").lower() == "fabric"
+                              for p in fn.pragmas):
+            return  # BIND_OP impl = fabric: a LUT multiplier
         bits = [self.operand_bits(o) for o in operands]
         if any(b is None for b in bits):
             return
@@ -895,7 +907,7 @@ class _Walker:
                     op_limit[usr] = int(lim)
         out = []
         counted: dict[str, int] = {}  # function name → instances counted so far
-        by_size = sorted(self.muls, key=lambda u: -sum(_dsp(a, b, n) for _, a, b, n in self.muls[u]))
+        by_size = sorted(self.muls, key=lambda u: -sum(dsps(a, b, n) for _, a, b, n in self.muls[u]))
         for usr in by_size:
             name = self.fn_names[usr]
             base = name.split("<")[0]
@@ -910,18 +922,8 @@ class _Walker:
                 if budget is not None:
                     budget -= lanes
                 if lanes > 0:
-                    out.append(MulUse(name, where, a, b, lanes, _dsp(a, b, lanes)))
+                    out.append(MulUse(name, where, a, b, lanes, dsps(a, b, lanes)))
         return out
-
-
-def _dsp(a_bits: int, b_bits: int, lanes: int) -> int:
-    """DSP48E2 for ``lanes`` products of a × b bits: docs/performance.md §5 (2 per DSP when packable, 1 when
-    it fits 27 × 18); a wider product is split into ⌈hi/27⌉·⌈lo/18⌉ DSPs."""
-    try:
-        return math.ceil(lanes / macs_per_dsp(a_bits, b_bits))
-    except ValueError:
-        lo, hi = sorted((a_bits, b_bits))
-        return lanes * math.ceil(hi / 27) * math.ceil(lo / 18)
 
 
 def _config_constants(src: Path) -> dict[str, int]:

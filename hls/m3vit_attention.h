@@ -47,6 +47,13 @@ inline cfg::prob_t p_entry(const cfg::z_t zb[cfg::KEY_BLOCK][cfg::MAC_OUT], cons
     return key < nb ? exp2neg<FZ>(i64(zb[key][mo]) - i64(mnew[mo]), EXP2_TABLE) : prob_t(0);
 }
 
+// ctx_rescale(a, alpha, v) = RSHR(a · α, 15) + v: the softmax state's rescale when the running max grows
+// (docs/numerics.md §9); MAC_OUT lanes, each a ctx_acc × prob product (two DSP48E2 when a > 27 bits).
+inline cfg::ctx_acc_t ctx_rescale(cfg::ctx_acc_t a, cfg::prob_t alpha, int64_t v) {
+    using namespace cfg;
+    return ctx_acc_t(rshr<PROB_FRAC>(i64(i64(a) * i64(alpha))) + i64(v));
+}
+
 // attn_head(q, ng, h, kv, acc, sat): one head of one query group: acc[mo][d] and l[mo] = acc[mo][HEAD_DIM]
 // after the last key block (the softmax state of docs/numerics.md §9). Key blocks are software-pipelined:
 // q·kᵀ of block j runs before p·v of block j - 1, whose last chunk leaves the exp lanes free to fill block j's
@@ -149,11 +156,12 @@ ATT_BLOCKS:
         const int nb_next = (TOKENS - k0 - KEY_BLOCK < KEY_BLOCK) ? TOKENS - k0 - KEY_BLOCK : KEY_BLOCK;
         const bool first = j == 0;
         const int n_chunks = (nb + MAC_IN - 1) / MAC_IN;
+        const int last_len = chunk_len > per_chunk ? chunk_len : per_chunk + 1;  // l's rescale after the dims
         int c = 0, dd = 0;
     ATT_PV:
-        for (int i = 0; i < n_chunks * chunk_len; i++) {
+        for (int i = 0; i < (n_chunks - 1) * chunk_len + last_len; i++) {
 #pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCK / MAC_IN * HEAD_DIM * 2
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = KEY_BLOCK / MAC_IN * HEAD_DIM * 2 + 1
             M3VIT_LEDGER_PIPELINE(ATT_PV, i == 0, 1, MAC_DEPTH);
             const bool own = c + 1 < n_chunks;  // the next tile: this block's next chunk, or block jb's first
             if (dd < p_cyc && (own || jb < n_blocks)) {
@@ -169,9 +177,15 @@ ATT_BLOCKS:
                     }
                 }
             }
+            // the block's p·v is complete in its last chunk: each finished dim d, then l (one cycle after the
+            // dims), is folded into the context accumulator on the same MAC_OUT rescale lanes
+            const bool fold = c == n_chunks - 1 && dd <= per_chunk;
+            const int d = pv_rate == 2 ? dd >> 1 : dd;
+            const int col = dd < per_chunk ? d : HEAD_DIM;
+            const int ph = (pv_rate == 2 && dd < per_chunk) ? (dd & 1) : -1;
+            ctx_acc_t fold_in[MAC_OUT];
+#pragma HLS ARRAY_PARTITION variable = fold_in complete
             if (dd < per_chunk) {
-                const int d = pv_rate == 2 ? dd >> 1 : dd;
-                const int ph = pv_rate == 2 ? (dd & 1) : -1;
                 mac_a_t av[MAC_IN];
                 for (int mi = 0; mi < MAC_IN; mi++) {
                     const int key = c * MAC_IN + mi;
@@ -183,23 +197,23 @@ ATT_BLOCKS:
                     if (ph >= 0 && (mo & 1) != ph) continue;
                     const pv_acc_t v = c == 0 ? pv_acc_t(ps[mo]) : pv_acc_t(pv[d][mo] + ps[mo]);
                     pv[d][mo] = v;
-                    if (c == n_chunks - 1)  // the block's p·v is complete: fold it into the context accumulator
-                        acc[mo][d] = first ? ctx_acc_t(v)
-                                           : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][d]) * i64(alpha[pj][mo])) + i64(v));
+                    fold_in[mo] = v;
+                }
+            } else {
+                for (int mo = 0; mo < MAC_OUT; mo++) fold_in[mo] = psum[pj][mo];
+            }
+            if (fold) {
+                for (int mo = 0; mo < MAC_OUT; mo++) {
+                    if (ph >= 0 && (mo & 1) != ph) continue;
+                    acc[mo][col] = first ? ctx_acc_t(fold_in[mo]) : ctx_rescale(acc[mo][col], alpha[pj][mo], fold_in[mo]);
                 }
             }
-            if (++dd == chunk_len) {
+            if (++dd == (c + 1 < n_chunks ? chunk_len : last_len)) {
                 dd = 0;
                 c++;
                 for (int mo = 0; mo < MAC_OUT; mo++)
                     for (int mi = 0; mi < MAC_IN; mi++) wp[mo][mi] = wpn[mo][mi];
             }
-        }
-        for (int mo = 0; mo < MAC_OUT; mo++) {
-#pragma HLS UNROLL
-            acc[mo][HEAD_DIM] = first ? ctx_acc_t(psum[pj][mo])
-                                      : ctx_acc_t(rshr<PROB_FRAC>(i64(acc[mo][HEAD_DIM]) * i64(alpha[pj][mo])) +
-                                                  i64(psum[pj][mo]));
         }
     }
 }
@@ -249,12 +263,15 @@ ATT_GROUPS:
     }
 }
 
-// att_writer(scratch, hs, sat): per head, 1 / l per query (a pipelined divider) and ctx = acc · R (MAC_OUT
+// att_writer(scratch, hs, sat): per head, 1 / l per query (a pipelined divider) and ctx = acc · R (ATT_OUT_LANES
 // lanes per cycle); the group's context rows to DDR (region attn). The context saturates (class qkv).
 inline void att_writer(cfg::word_t* scratch, hls::stream_of_blocks<head_state_t, 2>& hs, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("att_writer");
     static qkv_t ctx[MAC_OUT][DIM];
+#pragma HLS ARRAY_RESHAPE variable = ctx cyclic factor = ATT_OUT_LANES dim = 2
+    recip_t rq[MAC_OUT];  // R of each query's 1/l, and its shift
+    int rs[MAC_OUT];
 ATT_GROUPS:
     for (int q0 = 0; q0 < TOKENS; q0 += MAC_OUT) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = QUERY_GROUPS
@@ -265,7 +282,7 @@ ATT_GROUPS:
             M3VIT_LEDGER_LOOP(ATT_OUT_HEADS, h == 0, 4);
             hls::read_lock<head_state_t> h_lock(hs);
             const head_state_t& st = h_lock;
-        ATT_FINAL:
+        ATT_FINAL:  // 1 / l per query: a pipelined divider, one query per cycle
             for (int t = 0; t < ng; t++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT
@@ -273,10 +290,18 @@ ATT_GROUPS:
                 i64 r;
                 int len;
                 recip(u64(st[t][HEAD_DIM]), r, len);  // l ≥ 2^15: the max key contributes 2^15
-            ATT_OUT:
-                for (int d = 0; d < HEAD_DIM; d++) {
-                    ctx[t][h * HEAD_DIM + d] =
-                        qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(i64(st[t][d]) * r, len + 15), sat.c[SAT_QKV]));
+                rq[t] = recip_t(r);
+                rs[t] = len + 15;
+            }
+        ATT_OUT:  // ctx = acc · R, ATT_OUT_LANES dims per cycle
+            for (int i = 0; i < ng * (HEAD_DIM / ATT_OUT_LANES); i++) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_OUT * HEAD_DIM / ATT_OUT_LANES
+                M3VIT_LEDGER_PIPELINE(ATT_OUT, i == 0, 1, 4);
+                const int t = i / (HEAD_DIM / ATT_OUT_LANES), d0 = (i % (HEAD_DIM / ATT_OUT_LANES)) * ATT_OUT_LANES;
+                for (int l = 0; l < ATT_OUT_LANES; l++) {
+                    const i64 prod = i64(st[t][d0 + l]) * i64(rq[t]);
+                    ctx[t][h * HEAD_DIM + d0 + l] = qkv_t(sat_bits<QKV_BITS>(rshr_rt<i64>(prod, rs[t]), sat.c[SAT_QKV]));
                 }
             }
         }

@@ -99,11 +99,12 @@ SAT_ZERO:
         M3VIT_LEDGER_LOOP(SAT_ZERO, layer == 0, 2);
         sat_store(scratch, layer, sat, false);
     }
+    const cfg::word_t* in = input;  // this image's input; the next one follows at in_words
+    const uint64_t in_words = first_layer == 0 ? IMAGE_WORDS : TOKEN_WORDS;
 IMAGES:
     for (unsigned img = 0; img < num_images; img++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_IMAGES
         M3VIT_LEDGER_LOOP(IMAGES, img == 0, 2);
-        const cfg::word_t* in = input + uint64_t(img) * (first_layer == 0 ? IMAGE_WORDS : TOKEN_WORDS);
     LAYERS:
         for (unsigned layer = first_layer; layer <= last; layer++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = LAYERS
@@ -127,6 +128,7 @@ IMAGES:
             sat_store(scratch, int(layer), sat, true);
         }
         stage_copy(scratch + SCR_X, output + uint64_t(img) * TOKEN_WORDS, TOKEN_WORDS);
+        in += in_words;
     }
 }
 

@@ -32,19 +32,25 @@ inline void layernorm_tile(const cfg::word_t* src, int stride, int nt, const cfg
     const int wa = (DIM + LA - 1) / LA, wn = (DIM + LN - 1) / LN;  // compile-time constants
     static act_t xt[TOKEN_TILE][DIM];
 #pragma HLS ARRAY_RESHAPE variable = xt cyclic factor = LN_LANES dim = 2
-    i64 s1[TOKEN_TILE], s2[TOKEN_TILE], rr[TOKEN_TILE];
+    ln_s1_t s1[TOKEN_TILE];
+    ln_s2_t s2[TOKEN_TILE];
+    recip_t rr[TOKEN_TILE];
     int sh[TOKEN_TILE];
+    const cfg::word_t* row_in = src;  // row t of src, x_out, mlp_out: the pointers advance by stride per row
+    cfg::word_t* row_x = x_out;
+    cfg::word_t* row_m = mlp_out;
 LN_ROWS:
     for (int t = 0; t < nt; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
         M3VIT_LEDGER_LOOP(LN_ROWS, t == 0, 2);
-        i64 a1 = 0, a2 = 0;
+        ln_s1_t a1 = 0;
+        ln_s2_t a2 = 0;
         if (acc) {
         LN_READ_FIN:  // the previous MoE block's output on the way in: x = SAT(attn_res + REQ(A, 15))
             for (int i = 0; i < wa; i++) {
 #pragma HLS PIPELINE II = 1
                 M3VIT_LEDGER_PIPELINE(LN_READ_FIN, i == 0, 1, 6);
-                const word_t w = src[uint64_t(t) * stride + i];
+                const word_t w = row_in[i];
                 word_t wm, wx;
                 word_clear(wm);
                 word_clear(wx);
@@ -58,18 +64,18 @@ LN_ROWS:
                         lane_set<ACT_CB>(wx, l, to_i64(x));
                         xt[t][c] = x;
                         a1 += x;
-                        a2 += i64(x) * x;
+                        a2 += ln_s2_t(ln_s2_t(x) * ln_s2_t(x));
                     }
                 }
-                mlp_out[uint64_t(t) * stride + i] = wm;
-                x_out[uint64_t(t) * stride + i] = wx;
+                row_m[i] = wm;
+                row_x[i] = wx;
             }
         } else {
         LN_READ:  // one AXI word of act lanes per cycle; S1 and S2 accumulate as the row arrives
             for (int i = 0; i < wa; i++) {
 #pragma HLS PIPELINE II = 1
                 M3VIT_LEDGER_PIPELINE(LN_READ, i == 0, 1, 6);
-                const word_t w = src[uint64_t(t) * stride + i];
+                const word_t w = row_in[i];
                 for (int l = 0; l < LA; l++) {
 #pragma HLS UNROLL
                     const int c = i * LA + l;
@@ -77,24 +83,29 @@ LN_ROWS:
                         const act_t x = act_t(lane_get<ACT_CB>(w, l));
                         xt[t][c] = x;
                         a1 += x;
-                        a2 += i64(x) * x;
+                        a2 += ln_s2_t(ln_s2_t(x) * ln_s2_t(x));
                     }
                 }
             }
         }
         s1[t] = a1;
         s2[t] = a2;
+        row_in += stride;
+        if (acc) {
+            row_x += stride;
+            row_m += stride;
+        }
     }
 LN_RECIP:  // the row's 1/sqrt(variance): ISQRT and RECIP pipelined, one row per cycle
     for (int t = 0; t < nt; t++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
         M3VIT_LEDGER_PIPELINE(LN_RECIP, t == 0, 1, 110);
-        const i64 v = i64(DIM) * s2[t] - s1[t] * s1[t] + i64(LN_EPS);
+        const i64 v = i64(DIM) * i64(s2[t]) - i64(s1[t]) * i64(s1[t]) + i64(LN_EPS);
         i64 r;
         int len;
         recip(isqrt_unrolled(u64(v)), r, len);
-        rr[t] = r;
+        rr[t] = recip_t(r);
         sh[t] = len + 15 - FH;
     }
 LN_NORM_ROWS:
@@ -111,9 +122,9 @@ LN_NORM_ROWS:
 #pragma HLS UNROLL
                 const int c = i * LN + l;
                 if (c < DIM) {
-                    const ln_xr_t xc = ln_xr_t(ln_xr_t(DIM) * xt[t][c] - ln_xr_t(s1[t]));
-                    const ln_xr_t xhat = rshr_rt<ln_xr_t>(ln_xr_t(xc * ln_xr_t(rr[t])), sh[t]);
-                    const ln_y_t acc = ln_y_t(ln_y_t(xhat) * g[c] + ln_y_t(b[c]) * (ln_y_t(1) << FH));
+                    const ln_xc_t xc = ln_xc_t(ln_xr_t(DIM) * xt[t][c] - ln_xr_t(s1[t]));
+                    const ln_xhat_t xhat = ln_xhat_t(rshr_rt<ln_xr_t>(ln_xr_t(ln_xr_t(xc) * ln_xr_t(rr[t])), sh[t]));
+                    const ln_y_t acc = ln_y_t(ln_y_t(ln_y_t(xhat) * ln_y_t(g[c])) + ln_y_t(b[c]) * ln_y_t(int64_t(1) << FH));
                     const norm_t y = norm_t(req<SH_LN, NORM_BITS>(acc, nsat));
                     a[t][c] = mac_a_t(y);
                     lane_set<NORM_CB>(w, l, to_i64(y));

@@ -98,10 +98,44 @@ inline int dense_ot1(int stage) {
 }
 inline int dense_otc(int stage) { return cfg::SLOT_TILES / dense_it(stage); }
 
+// The same geometry in weight tiles, compile-time constants per stage (no run-time multiplier): the first
+// job's first tile, the tiles of a full job and the stage's end tile (tile = ot·in-tiles + it).
+template <int K, int OT0, int OT1>
+struct DenseTileGeometry {
+    static const int IT = (K + cfg::MAC_IN - 1) / cfg::MAC_IN;
+    static const int FIRST = OT0 * IT;
+    static const int STEP = (cfg::SLOT_TILES / IT) * IT;
+    static const int END = OT1 * IT;
+};
+struct DenseTiles {
+    int first, step, end;
+};
+template <class G>
+inline DenseTiles dense_tiles_of() {
+    DenseTiles d;
+    d.first = G::FIRST;
+    d.step = G::STEP;
+    d.end = G::END;
+    return d;
+}
+inline DenseTiles dense_tiles(int stage) {
+    using namespace cfg;
+    const int ot_d = (DIM + MAC_OUT - 1) / MAC_OUT;
+    switch (stage) {
+        case ST_EMBED: return dense_tiles_of<DenseTileGeometry<PATCH_DIM, 0, ot_d> >();
+        case ST_KV: return dense_tiles_of<DenseTileGeometry<DIM, DIM / MAC_OUT, (3 * DIM + MAC_OUT - 1) / MAC_OUT> >();
+        case ST_FC1: return dense_tiles_of<DenseTileGeometry<DIM, 0, (MLP_HIDDEN + MAC_OUT - 1) / MAC_OUT> >();
+        case ST_FC2: return dense_tiles_of<DenseTileGeometry<MLP_HIDDEN, 0, ot_d> >();
+        case ST_ROUTER: return dense_tiles_of<DenseTileGeometry<DIM, 0, (EXPERTS + MAC_OUT - 1) / MAC_OUT> >();
+        default: return dense_tiles_of<DenseTileGeometry<DIM, 0, ot_d> >();  // Q, proj
+    }
+}
+
 // One job as every process sees it: the output tiles [ot0, ot0 + ot_n) of the stage's matrix, or
 // expert `expert` with its queue entries [q0, q0 + n).
 struct Job {
     int ot0, ot_n;
+    int tile0, tiles;  // dense: the job's weight tiles [tile0, tile0 + tiles) of the matrix (ot0·it, ot_n·it)
     int expert;  // -1 for dense jobs
     int q0, n;   // expert queue range (dense: 0, rows)
 };
@@ -157,6 +191,8 @@ inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
             const int e = qs.used[u];
             jobs[n].ot0 = 0;
             jobs[n].ot_n = 0;
+            jobs[n].tile0 = 0;
+            jobs[n].tiles = EW1_TILES + EW2_TILES;
             jobs[n].expert = e;
             jobs[n].q0 = qs.start[e];
             jobs[n].n = qs.start[e + 1] - qs.start[e];
@@ -165,12 +201,17 @@ inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
         return n;
     }
     const int ot = dense_ot1(stage), otc = dense_otc(stage);
+    const DenseTiles dt = dense_tiles(stage);
+    int tile0 = dt.first;
 JOBS_DENSE:
     for (int o = dense_ot0(stage); o < ot; o += otc) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAX_JOBS
         M3VIT_LEDGER_LOOP(JOBS_DENSE, o == dense_ot0(stage), 2);
         jobs[n].ot0 = o;
         jobs[n].ot_n = (ot - o < otc) ? ot - o : otc;
+        jobs[n].tile0 = tile0;
+        jobs[n].tiles = (dt.end - tile0 < dt.step) ? dt.end - tile0 : dt.step;
+        tile0 += dt.step;
         jobs[n].expert = -1;
         jobs[n].q0 = 0;
         jobs[n].n = stage_rows(stage);
@@ -302,10 +343,9 @@ LOADER_JOBS:
             load_run(weights, r, w, bb);
             M3VIT_NOTE_EXPERT(b, job.expert, 0, 1, j & 1);
         } else {
-            const int it = dense_it(stage);
             const int n = stage_info(stage).n;
-            r.w_off = sw0.w + uint64_t(job.ot0) * it * tile_words;
-            r.tiles = job.ot_n * it;
+            r.w_off = sw0.w + uint64_t(job.tile0) * tile_words;
+            r.tiles = job.tiles;
             r.b_off = sw0.b + uint64_t(job.ot0) * MAC_OUT / LB;
             r.biases = (n - job.ot0 * MAC_OUT < job.ot_n * MAC_OUT) ? n - job.ot0 * MAC_OUT : job.ot_n * MAC_OUT;
             r.slot_tile = 0;
@@ -440,13 +480,13 @@ READER_JOBS:
 }
 
 // ------------------------------------------------------------------------------------------ mac
-// mac_tile(w, bias, a, nt, tile0, ot_n, it_n, packed, shift, obits, gelu, y, nsat): one token tile
-// through the slot's weight tiles [tile0, tile0 + ot_n·it_n) (tile = ot·it_n + it), weight-stationary:
+// mac_tile(w, bias, a, nt, tile0, n_tiles, it_n, packed, shift, obits, gelu, y, nsat): one token tile
+// through the slot's weight tiles [tile0, tile0 + n_tiles) (tile = ot·it_n + it), weight-stationary:
 // a tile stays in the array for max(nt, SLOT_TILE_ROWS) vectors (its successor streams into shadow
 // registers from the slot meanwhile, SLOT_ROW_TILE_ROWS rows per cycle), the (ot, it, t) nest flattened
 // into one II = 1 pipeline, exact partial sums on chip, requantisation (+ GELU) at the last in-tile.
 inline void mac_tile(const slot_w_t& w, const slot_b_t& bias, int bias0, const a_tile_t& a, int nt, int tile0,
-                     int ot_n, int it_n, int n_valid, bool packed, int shift, int obits, bool use_gelu, y_tile_t& y,
+                     int n_tiles, int it_n, int n_valid, bool packed, int shift, int obits, bool use_gelu, y_tile_t& y,
                      uint32_t& nsat) {
     using namespace cfg;
     mac_w_t wcur[MAC_OUT][MAC_IN], wnext[MAC_OUT][MAC_IN];
@@ -456,7 +496,6 @@ inline void mac_tile(const slot_w_t& w, const slot_b_t& bias, int bias0, const a
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 2
     const int rate = (ARRAY_PACKED && !packed) ? 2 : 1;
     const int tl = nt > SLOT_TILE_ROWS ? nt : SLOT_TILE_ROWS;  // vectors per stationary tile
-    const int n_tiles = ot_n * it_n;
 MAC_PRELOAD:
     for (int c = 0; c < SLOT_TILE_ROWS; c++) {
 #pragma HLS PIPELINE II = 1
@@ -465,14 +504,13 @@ MAC_PRELOAD:
             for (int m = 0; m < MAC_IN; m++) wcur[c * SLOT_ROW_TILE_ROWS + j][m] = w[tile0 * SLOT_TILE_ROWS + c][j][m];
     }
     int tile = 0, ot = 0, it = 0, t = 0, ph = 0;
-    const int total = n_tiles * tl * rate;
-MAC_LOOP:
-    for (int i = 0; i < total; i++) {
+MAC_LOOP:  // n_tiles · tl · rate iterations: it ends after the last tile's last vector
+    for (int i = 0; i < MAC_LOOP_MAX; i++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MAC_LOOP_MAX
 #pragma HLS DEPENDENCE variable = acc inter false
         M3VIT_LEDGER_PIPELINE(MAC_LOOP, i == 0, 1, MAC_DEPTH);
-        const int cyc = t * rate + ph;
+        const int cyc = rate == 2 ? 2 * t + ph : t;
         if (cyc < SLOT_TILE_ROWS && tile + 1 < n_tiles) {
             for (int j = 0; j < SLOT_ROW_TILE_ROWS; j++)
                 for (int m = 0; m < MAC_IN; m++)
@@ -510,6 +548,7 @@ MAC_LOOP:
                 }
             }
         }
+        if (tile == n_tiles) break;
     }
 }
 
@@ -542,12 +581,12 @@ MAC_JOBS:
             hls::read_lock<a_tile_t> a(as);
             hls::write_lock<y_tile_t> y(ys);
             if (stage == ST_EXPERTS) {  // fc1 (+ GELU) into the on-chip hidden tile, then fc2 from it
-                mac_tile(w, bias, 0, a, nt, 0, OT_EH, IT_DIM, EXPERT_HIDDEN, si.packed, SH_FC1, HID_BITS, true, hidden,
+                mac_tile(w, bias, 0, a, nt, 0, EW1_TILES, IT_DIM, EXPERT_HIDDEN, si.packed, SH_FC1, HID_BITS, true, hidden,
                          sat.c[SAT_HIDDEN]);
-                mac_tile(w, bias, EH_PO, hidden, nt, EW1_TILES, OT_DIM, IT_EH, DIM, PK_FC2, SH_FC2, ACT_BITS, false, y,
+                mac_tile(w, bias, EH_PO, hidden, nt, EW1_TILES, EW2_TILES, IT_EH, DIM, PK_FC2, SH_FC2, ACT_BITS, false, y,
                          sat.c[SAT_ACT]);
             } else {
-                mac_tile(w, bias, 0, a, nt, 0, job.ot_n, it1, si.n - job.ot0 * MAC_OUT, si.packed, si.shift, si.obits, si.gelu, y,
+                mac_tile(w, bias, 0, a, nt, 0, job.tiles, it1, si.n - job.ot0 * MAC_OUT, si.packed, si.shift, si.obits, si.gelu, y,
                          sat.c[stage == ST_KV || stage == ST_Q ? SAT_QKV : stage == ST_FC1 ? SAT_HIDDEN : stage == ST_ROUTER ? SAT_LOGIT
                                                                                                      : SAT_ACT]);
             }
@@ -651,7 +690,7 @@ inline void route_token(const cfg::mac_y_t* lg_row, Routing& rt, int tok) {
         }
         chosen[best] = true;
         rt.sel[tok][k] = expert_t(best);
-        rt.gsel[tok][k] = prob_t(rshr_rt<i64>(i64(p[best]) * r, len));
+        rt.gsel[tok][k] = prob_t(rshr_rt<i64>(i64(p[best]) * i64(recip_t(r)), len));
         rt.count[best]++;
     }
 }

@@ -186,7 +186,7 @@ inline P exp2neg(i64 d, const P table[]) {
 // ---------------------------------------------------------------------------------------- GELU
 // gelu(h): piecewise-linear GELU of docs/numerics.md §3 on the hidden format; LO/HI are the table's
 // ends, SIGMA log2 of its segment width, G the 2^S + 1 breakpoints, GT a type holding (ΔG)·r.
-// One table read pair and one multiply; II = 1.
+// One table read pair and one LUT multiply; II = 1.
 template <int64_t LO, int64_t HI, int SIGMA, class GT, class H>
 inline H gelu(H h, const H table[]) {
     if (h < LO) return H(0);
@@ -196,7 +196,9 @@ inline H gelu(H h, const H table[]) {
     const GT r = u & GT((int64_t(1) << SIGMA) - 1);
     const GT g0 = table[i];
     const GT g1 = table[i + 1];
-    return H(g0 + rshr<SIGMA>(GT((g1 - g0) * r)));
+    const GT step = GT((g1 - g0) * r);  // a narrow product: LUTs, so that the GELU lanes take no DSP48E2
+#pragma HLS BIND_OP variable = step op = mul impl = fabric
+    return H(g0 + rshr<SIGMA>(step));
 }
 
 }  // namespace m3vit

@@ -66,6 +66,8 @@ struct axi_word {
 // The generator rejects designs whose intermediates need more than 63 bits.
 typedef sint<64>::t i64;
 typedef uint<64>::t u64;
+// R of recip() (m3vit_prims.h): in [2^15, 2^16], so an 18-bit signed operand (one DSP48E2 port).
+typedef sint<18>::t recip_t;
 
 // ---------------------------------------------------------------------------------- lane access
 // lane_get<CB>(w, i): sign-extended lane i (CB-bit container) of an AXI word. Combinational.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from m3vit.codegen.bits import ceil_div, container_bits, pow2_ceil
+from m3vit.codegen.bits import ceil_div, clog2, container_bits, pow2_ceil
 from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.numerics import PROB_FRAC
 
@@ -85,6 +85,47 @@ def macs_per_dsp(a_bits: int, b_bits: int) -> int:
     if lo <= 18 and hi <= 27:
         return 1
     raise ValueError(f"a {a_bits} x {b_bits}-bit product does not fit one DSP48E2 (27 x 18)")
+
+
+def dsps(a_bits: int, b_bits: int, lanes: int = 1) -> int:
+    """DSP48E2 for ``lanes`` products of a × b bits: :func:`macs_per_dsp` products per DSP when they fit one
+    27 × 18 multiplier; a wider product is split into ⌈hi/27⌉·⌈lo/18⌉ DSPs."""
+    try:
+        return math.ceil(lanes / macs_per_dsp(a_bits, b_bits))
+    except ValueError:
+        lo, hi = sorted((a_bits, b_bits))
+        return lanes * math.ceil(hi / 27) * math.ceil(lo / 18)
+
+
+PROB_BITS = PROB_FRAC + 2
+"""Signed width of a Q.15 probability or gate in [0, 2^15 + 1] (prob_t)."""
+RECIP_BITS = 18
+"""Signed width of R = recip(v) ∈ [2^15, 2^16] (docs/numerics.md §3): one 18-bit DSP port."""
+
+
+@dataclass(frozen=True)
+class DatapathBits:
+    """Widths (signed bits) of the side units' operands: the kernels' typedefs (codegen/hls.py) and the
+    resource model's multipliers read them from here."""
+
+    ctx_acc: int  # softmax context accumulator (ctx_acc_t)
+    ln_s1: int  # LayerNorm S1 = Σ x
+    ln_s2: int  # LayerNorm S2 = Σ x²
+    ln_xc: int  # LayerNorm D·x − S1
+    ln_xhat: int  # LayerNorm x̂
+
+
+def datapath_bits(cfg: DesignConfig) -> DatapathBits:
+    m, fmt = cfg.model, cfg.numerics
+    act, dim = fmt.act.bits, m.dim
+    lg_dim = clog2(dim)
+    return DatapathBits(
+        ctx_acc=17 + fmt.qkv.bits + clog2(m.num_tokens) + 1,
+        ln_s1=act + lg_dim + 1,
+        ln_s2=2 * act + lg_dim,
+        ln_xc=act + lg_dim + 1,  # |D·x − S1| < D·2^act
+        ln_xhat=math.ceil(math.log2(math.sqrt(dim))) + fmt.ln_hat_frac + 2,  # |x̂| < 2·sqrt(D)·2^Fh
+    )
 
 
 OPS: dict[str, tuple[str, str]] = {
@@ -231,7 +272,7 @@ class Lanes:
     ln: int  # LayerNorm normalise lanes (and as many squarers for the statistics)
     out: int  # requantise / GELU / gate-multiply / residual lanes behind the array's outputs
     exp: int  # attention exp2 lanes: a probability tile (mac_out × mac_in) in mac_in / 2 cycles
-    acc: int  # attention accumulator rescale (x α) / final (x R) lanes
+    acc: int  # attention context lanes (acc · R in the context writer): a divisor of head_dim
     router: int  # router softmax multipliers
     heads_per_pass: int  # heads the array reduces at once in q·kᵀ (split adder tree)
     hd_passes: int  # passes over one head's dims when mac_in < head_dim
@@ -251,7 +292,7 @@ def lanes(cfg: DesignConfig) -> Lanes:
         ln=max(1, mi // 4),
         out=pow2_ceil(ceil_div(mo, min_it)),
         exp=2 * mo * hp,
-        acc=max(1, ceil_div(mo * hd, per_block)),
+        acc=max(x for x in range(1, hd + 1) if hd % x == 0 and x <= max(1, ceil_div(mo * hd, per_block))),
         router=max(1, ceil_div(m.num_experts + m.top_k, ceil_div(m.num_experts, mo) * ceil_div(m.dim, mi))),
         heads_per_pass=hp,
         hd_passes=hd_passes,

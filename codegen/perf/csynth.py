@@ -130,7 +130,7 @@ PIPELINED = frozenset({
     "COPY", "BURST_READ_ELEMS", "BURST_WRITE_ELEMS", "LOAD_W", "LOAD_B", "MAC_PRELOAD", "MAC_LOOP", "READ_PIXELS",
     "READ_ROW", "LN_READ", "LN_READ_FIN", "LN_RECIP", "LN_NORM", "WRITE_ROW", "RES_ADD", "KV_STORE",
     "KV_TRANSPOSE", "ROUTE_ROWS", "MOE_ACC", "MOE_REQ", "ACC_CLEAR", "RT_OFFSETS", "RT_FILL", "ATT_Q_TILE",
-    "ATT_QK", "ATT_P_FIRST", "ATT_PV", "ATT_FINAL",
+    "ATT_QK", "ATT_P_FIRST", "ATT_PV", "ATT_FINAL", "ATT_OUT",
 })
 """Loop labels the kernels pipeline at II = 1 (the others carry M3VIT_LEDGER_LOOP: not pipelined)."""
 
@@ -268,11 +268,14 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
     blocks = tile_lengths(t, hw.attn_key_block)
     hd_passes = ceil_div(m.head_dim, mi)
     p_cyc = ceil_div(mo * mi, e.lanes.exp)
-    chunk_len = max(m.head_dim * e.rate("attn_pv"), p_cyc)
+    per_chunk = m.head_dim * e.rate("attn_pv")
+    chunk_len = max(per_chunk, p_cyc)
+    last_len = chunk_len if chunk_len > per_chunk else per_chunk + 1  # l's rescale after the dims
     add("ATT_GROUPS", len(groups))
     add("ATT_Q_ROWS", *groups)
     add("ATT_WRITE", *groups)
     add("ATT_FINAL", *groups)
+    add("ATT_OUT", *(ng * (m.head_dim // e.lanes.acc) for ng in groups))
     add("ATT_HEADS", m.num_heads)
     add("ATT_OUT_HEADS", m.num_heads)
     add("ATT_BLOCKS", len(blocks) + 1)
@@ -280,7 +283,7 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
     add("ATT_Q_TILE", e.tile_rows)
     add("ATT_QK", *(nb * e.rate("attn_qk") for nb in blocks))
     add("ATT_P_FIRST", p_cyc)
-    add("ATT_PV", *(ceil_div(nb, mi) * chunk_len for nb in blocks))
+    add("ATT_PV", *((ceil_div(nb, mi) - 1) * chunk_len + last_len for nb in blocks))
     add("BURST_READ_ELEMS", words(d, n.qkv.bits))
     add("BURST_WRITE_ELEMS", words(d, n.qkv.bits))
     return {label: LoopModel(tuple(sorted(v)), 1 if label in PIPELINED else None, label)

@@ -219,18 +219,21 @@ class EngineModel:
         p_cyc = ceil_div(self.mo * self.mi, exp)
         q_tile = pipe(self.tile_rows, 1, 2)
         blocks = tile_lengths(t, hw.attn_key_block)
-        chunk_len = max(hd * pv_rate, p_cyc)
+        per_chunk = hd * pv_rate
+        chunk_len = max(per_chunk, p_cyc)
+        last_len = chunk_len if chunk_len > per_chunk else per_chunk + 1  # l's rescale after the dims
         # key blocks software-pipelined: q·kᵀ of j, then p·v of j - 1; one exposed first probability tile
         head = 4 + (q_tile if hd_passes == 1 else 0) + 4 * (len(blocks) + 1) + pipe(p_cyc, 1, 6)
         for nb in blocks:
             head += hd_passes * (2 + pipe(nb * qk_rate, 1, self.depth)) + (q_tile * hd_passes if hd_passes > 1 else 0)
-            head += pipe(ceil_div(nb, self.mi) * chunk_len, 1, self.depth)
+            head += pipe((ceil_div(nb, self.mi) - 1) * chunk_len + last_len, 1, self.depth)
         qw = self.words(d, n.qkv.bits)
         reader = compute = writer = 0
         for ng in tile_lengths(t, self.mo):
             reader += 2 + ng * (2 + pipe(qw, 1, 4))
             compute += 2 + m.num_heads * head
-            writer += 2 + m.num_heads * (4 + pipe(ng, 1, RECIP_DEPTH)) + ng * (2 + pipe(qw, 1, 4))
+            writer += (2 + m.num_heads * (4 + pipe(ng, 1, RECIP_DEPTH) + pipe(ng * (hd // self.lanes.acc), 1, 4))
+                       + ng * (2 + pipe(qw, 1, 4)))
         # the slowest process plus the fills of the other two (query reader 4, divider 72)
         return max(reader, compute, writer) + 4 + RECIP_DEPTH
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from m3vit.codegen.bits import ceil_div
+from m3vit.codegen.bits import ceil_div, container_bits
 from m3vit.codegen.config import BoardSpec, DesignConfig
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC
 from m3vit.codegen.perf.arch import (
@@ -14,11 +14,15 @@ from m3vit.codegen.perf.arch import (
     BRAM36_SHAPES,
     LUTRAM_MAX_BITS,
     LUTRAM_MAX_DEPTH,
+    PROB_BITS,
     PROB_OPERAND_BITS,
+    RECIP_BITS,
     URAM_BITS,
     URAM_SHAPE,
     Arch,
     array_packed,
+    datapath_bits,
+    dsps,
     lanes,
     mlp_chunk_hidden,
     slot_bytes,
@@ -205,18 +209,26 @@ def score_bits(cfg: DesignConfig) -> int:
 
 
 def dsp_by_unit(cfg: DesignConfig) -> dict[str, int]:
-    """DSP48E2 per unit: the MAC array (2 lanes per DSP when packed) and the variable multipliers of the side
-    units. Multiplies by a design constant (s · C_attn, (logit − m) · C_router) are shift-and-add in LUTs."""
-    hw = cfg.hardware
+    """DSP48E2 per unit, as the kernels (hls/) instantiate them: the MAC array (2 lanes per DSP when packed) and
+    the variable multipliers of the side units at their lanes and operand widths (:func:`dsps`). Multiplies by
+    a design constant (s · C_attn, (logit − m) · C_router, D · x) are shift-and-add in LUTs, and GELU's narrow
+    interpolation product is bound to LUTs (BIND_OP impl = fabric)."""
+    hw, m, fmt = cfg.hardware, cfg.model, cfg.numerics
     ln = lanes(cfg)
+    dp = datapath_bits(cfg)
     lanes_ma = hw.mac_in * hw.mac_out
+    act_lanes = hw.axi_data_bits // container_bits(fmt.act.bits)
+    norm_lanes = hw.axi_data_bits // container_bits(fmt.norm.bits)
     return {
         "mac_array": lanes_ma // 2 if array_packed(cfg) else lanes_ma,
-        "attn_rescale": 2 * ln.acc,  # acc · α and acc · R (≈ 42-bit × 17-bit: two DSPs)
-        "layernorm": 3 * ln.ln,  # x², (D·x − S1) · R, x̂ · γ
-        "gelu": ln.out,  # (G[i+1] − G[i]) · r
-        "gate": ln.out,  # y · g (MoE) — the dense-MLP path bypasses it
-        "router": ln.router,  # p · R
+        # ctx_rescale: acc · α on MAC_OUT lanes; the context writer's acc · R on ATT_OUT_LANES lanes
+        "attn_rescale": dsps(dp.ctx_acc, PROB_BITS, hw.mac_out),
+        "attn_ctx": dsps(dp.ctx_acc, RECIP_BITS, ln.acc),
+        # x² while a row arrives (plain read and finishing read), S1², (D·x − S1)·R and x̂·γ per norm lane
+        "layernorm": (2 * dsps(fmt.act.bits, fmt.act.bits, act_lanes) + dsps(dp.ln_s1, dp.ln_s1)
+                      + dsps(dp.ln_xc, RECIP_BITS, norm_lanes) + dsps(dp.ln_xhat, fmt.ln_param.bits, norm_lanes)),
+        "gate": dsps(fmt.act.bits, PROB_BITS, ln.out),  # y · g (MoE)
+        "router": dsps(PROB_BITS, RECIP_BITS, m.top_k),  # p · R of the selected experts
     }
 
 

@@ -391,6 +391,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "moeacc_t": (64, "per-token MoE accumulator"),
         "moe_sum_t": (act_bits + 18 + clog2(model.top_k), "on-chip MoE accumulator Σ y·g (exact)"),
         "tok_t": (clog2(tokens + 1) + 1, "token index"),
+        "hits_t": (clog2(model.top_k + 1) + 1, "experts added to a token's MoE accumulator"),
         **_engine_types(cfg),
         "expert_t": (clog2(experts + 1) + 1, "expert index"),
     }

@@ -23,16 +23,13 @@ struct BlockState {
     MoeAcc acc;
 };
 
-// run_block(b, task, weights, scratch, st, fin_prev, last, sat, fin_sat): x ← block b(x) on the scratch region
-// x. fin_prev: block b - 1 was an MoE block of this run whose output is still in the accumulators (its K/V
-// reader finishes it, clamps into fin_sat); last: block b is the run's last layer (an MoE block finishes its
-// own output).
+// run_block(b, task, weights, scratch, st, sat): x ← block b(x) on the scratch region x.
 inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch, BlockState& st,
-                      bool fin_prev, bool last, SatCounters& sat, SatCounters& fin_sat) {
+                      SatCounters& sat) {
     using namespace cfg;
     // ledger steps: the names of m3vit.codegen.perf's step list (block<b>.kv, .attn, .queues, .expert<e>, ...)
     M3VIT_LEDGER_STEP("kv", -1);
-    run_stage(ST_KV, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat, fin_prev, true, &fin_sat);
+    run_stage(ST_KV, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
     M3VIT_LEDGER_STEP("attn", -1);
     run_stage(ST_Q, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
     stage_attention(scratch, st.kv, sat);
@@ -41,7 +38,7 @@ inline void run_block(int b, unsigned task, const cfg::word_t* weights, cfg::wor
         run_stage(ST_ROUTER, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
         M3VIT_LEDGER_STEP("queues", -1);
         build_queues(st.rt, st.qs);  // the experts stage's job list and accumulator clear count here too
-        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat, false, last);
+        run_stage(ST_EXPERTS, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
     } else {
         M3VIT_LEDGER_STEP("mlp", -1);
         run_stage(ST_FC1, b, task, weights, scratch, scratch, st.qs, st.kv, st.rt, st.acc, sat);
@@ -116,13 +113,7 @@ IMAGES:
             if (layer == 0) {
                 run_stage(ST_EMBED, 0, task, weights, scratch, in, st.qs, st.kv, st.rt, st.acc, sat);
             } else {
-                const int b = int(layer) - 1;
-                const bool fin_prev = layer > first_layer && b > 0 && BLOCK_OFF[b - 1].moe;
-                SatCounters fin_sat;
-                sat_clear(fin_sat);
-                run_block(b, task, weights, scratch, st, fin_prev, layer == last, sat, fin_sat);
-                M3VIT_LEDGER_LAYER(-1);
-                if (fin_prev) sat_store(scratch, int(layer) - 1, fin_sat, true);  // the previous block's clamps
+                run_block(int(layer) - 1, task, weights, scratch, st, sat);
             }
             M3VIT_LEDGER_LAYER(-1);
             sat_store(scratch, int(layer), sat, true);

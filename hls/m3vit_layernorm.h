@@ -10,23 +10,19 @@
 namespace m3vit {
 
 // moe_output(a, res, m, x, nsat): an MoE block's output for one element (docs/numerics.md §11): the MoE
-// value m = REQ_act(A, 15) and the block output x = SAT_act(attn_res + m); clamps count in nsat. Used where
-// a block is finished: the experts' writer (a run's last layer) and the next block's K/V reader.
+// value m = REQ_act(A, 15) and the block output x = SAT_act(attn_res + m); clamps count in nsat.
 inline void moe_output(cfg::moe_sum_t a, cfg::act_t res, cfg::act_t& m, cfg::act_t& x, uint32_t& nsat) {
     using namespace cfg;
     m = act_t(req<PROB_FRAC, ACT_BITS>(i64(a), nsat));
     x = act_t(sat_bits<ACT_BITS>(res_t(res_t(res) + res_t(m)), nsat));
 }
 
-// layernorm_tile(src, stride, nt, g, b, a, tap, nsat, acc, x_out, mlp_out, fin_sat): rows src + t·stride
-// (act lanes), t < nt, into a[t][0 … DIM) (norm values) and the norm rows tap + t·STR_NORM (norm lanes).
-// With MoE accumulators acc (the previous block's, rows of this tile), src is attn_res and each row first
-// becomes x = SAT(attn_res + REQ(A, 15)), written to x_out with REQ(A) to mlp_out (clamps in fin_sat).
+// layernorm_tile(src, stride, nt, g, b, a, tap, nsat): rows src + t·stride (act lanes), t < nt, into
+// a[t][0 … DIM) (norm values) and the norm rows tap + t·STR_NORM (norm lanes).
 // Latency ≈ nt·(DIM / act lanes) + nt + 100 (ISQRT and RECIP pipelined over rows) + nt·(DIM / norm lanes).
 inline void layernorm_tile(const cfg::word_t* src, int stride, int nt, const cfg::lnp_t g[cfg::DIM],
                            const cfg::lnp_t b[cfg::DIM], cfg::mac_a_t a[][cfg::A_COLS], cfg::word_t* tap,
-                           uint32_t& nsat, const cfg::moe_sum_t (*acc)[cfg::DIM], cfg::word_t* x_out,
-                           cfg::word_t* mlp_out, uint32_t& fin_sat) {
+                           uint32_t& nsat) {
     using namespace cfg;
     const int LA = AXI_BITS / ACT_CB, LN = AXI_BITS / NORM_CB;
     const int wa = (DIM + LA - 1) / LA, wn = (DIM + LN - 1) / LN;  // compile-time constants
@@ -36,65 +32,32 @@ inline void layernorm_tile(const cfg::word_t* src, int stride, int nt, const cfg
     ln_s2_t s2[TOKEN_TILE];
     recip_t rr[TOKEN_TILE];
     int sh[TOKEN_TILE];
-    const cfg::word_t* row_in = src;  // row t of src, x_out, mlp_out: the pointers advance by stride per row
-    cfg::word_t* row_x = x_out;
-    cfg::word_t* row_m = mlp_out;
+    const cfg::word_t* row_in = src;  // row t of src: the pointer advances by stride per row
 LN_ROWS:
     for (int t = 0; t < nt; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILE
         M3VIT_LEDGER_LOOP(LN_ROWS, t == 0, 2);
         ln_s1_t a1 = 0;
         ln_s2_t a2 = 0;
-        if (acc) {
-        LN_READ_FIN:  // the previous MoE block's output on the way in: x = SAT(attn_res + REQ(A, 15))
-            for (int i = 0; i < wa; i++) {
+    LN_READ:  // one AXI word of act lanes per cycle; S1 and S2 accumulate as the row arrives
+        for (int i = 0; i < wa; i++) {
 #pragma HLS PIPELINE II = 1
-                M3VIT_LEDGER_PIPELINE(LN_READ_FIN, i == 0, 1, 6);
-                const word_t w = row_in[i];
-                word_t wm, wx;
-                word_clear(wm);
-                word_clear(wx);
-                for (int l = 0; l < LA; l++) {
+            M3VIT_LEDGER_PIPELINE(LN_READ, i == 0, 1, 6);
+            const word_t w = row_in[i];
+            for (int l = 0; l < LA; l++) {
 #pragma HLS UNROLL
-                    const int c = i * LA + l;
-                    if (c < DIM) {
-                        act_t m, x;
-                        moe_output(acc[t][c], act_t(lane_get<ACT_CB>(w, l)), m, x, fin_sat);
-                        lane_set<ACT_CB>(wm, l, to_i64(m));
-                        lane_set<ACT_CB>(wx, l, to_i64(x));
-                        xt[t][c] = x;
-                        a1 += x;
-                        a2 += ln_s2_t(ln_s2_t(x) * ln_s2_t(x));
-                    }
-                }
-                row_m[i] = wm;
-                row_x[i] = wx;
-            }
-        } else {
-        LN_READ:  // one AXI word of act lanes per cycle; S1 and S2 accumulate as the row arrives
-            for (int i = 0; i < wa; i++) {
-#pragma HLS PIPELINE II = 1
-                M3VIT_LEDGER_PIPELINE(LN_READ, i == 0, 1, 6);
-                const word_t w = row_in[i];
-                for (int l = 0; l < LA; l++) {
-#pragma HLS UNROLL
-                    const int c = i * LA + l;
-                    if (c < DIM) {
-                        const act_t x = act_t(lane_get<ACT_CB>(w, l));
-                        xt[t][c] = x;
-                        a1 += x;
-                        a2 += ln_s2_t(ln_s2_t(x) * ln_s2_t(x));
-                    }
+                const int c = i * LA + l;
+                if (c < DIM) {
+                    const act_t x = act_t(lane_get<ACT_CB>(w, l));
+                    xt[t][c] = x;
+                    a1 += x;
+                    a2 += ln_s2_t(ln_s2_t(x) * ln_s2_t(x));
                 }
             }
         }
         s1[t] = a1;
         s2[t] = a2;
         row_in += stride;
-        if (acc) {
-            row_x += stride;
-            row_m += stride;
-        }
     }
 LN_RECIP:  // the row's 1/sqrt(variance): ISQRT and RECIP pipelined, one row per cycle
     for (int t = 0; t < nt; t++) {

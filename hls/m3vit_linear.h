@@ -163,12 +163,12 @@ struct AttnKV {
     cfg::qkv_t vrows[cfg::TOKEN_TILE][cfg::DIM];
 };
 
-// The MoE accumulators A[token][c] = Σ y·g (exact, on chip): written by the experts stage's writer, turned into
-// the block's output either there (the last layer of a run) or by the next block's K/V reader (fused with
-// its LayerNorm read).
+// The MoE accumulators A[token][c] = Σ y·g (exact, on chip), written by the experts stage's writer, which
+// turns a token's row into the block's output as soon as its last selected expert has added to it.
+// hits[token]: the token's experts added so far.
 struct MoeAcc {
     cfg::moe_sum_t a[cfg::TOKENS][cfg::DIM];
-    bool touched[cfg::TOKENS];
+    cfg::hits_t hits[cfg::TOKENS];
 };
 
 // Each token's experts and gates and the experts' queue lengths: written by the router stage's writer.
@@ -414,10 +414,9 @@ inline uint64_t stage_src(int stage) {
 // reader(...): every job's token tiles. Dense jobs: LayerNorm rows (QKV: norm1 of x; FC1 / router:
 // norm2 of attn_res; the first job also writes the norm tap), or plain rows (proj: attention context,
 // FC2: hidden), or image patches (embedding). Experts: the queue's rows of norm2, gathered.
-inline void reader(int stage, bool fin_prev, const MoeAcc& acc, const cfg::word_t* image, cfg::word_t* scratch,
-                   const Queues& qs,
+inline void reader(int stage, const cfg::word_t* image, cfg::word_t* scratch, const Queues& qs,
                    const cfg::lnp_t g[cfg::DIM], const cfg::lnp_t be[cfg::DIM], const Job jobs[], int n_jobs,
-                   hls::stream_of_blocks<a_tile_t, 2>& as, SatCounters& sat, SatCounters& fin_sat) {
+                   hls::stream_of_blocks<a_tile_t, 2>& as, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("reader");
 READER_JOBS:
@@ -466,14 +465,9 @@ READER_JOBS:
                 // LayerNorm on the way in (norm1 of x for K/V, norm2 of attn_res otherwise), and its tap
                 const uint64_t src = stage == ST_KV ? SCR_X : SCR_ATTN_RES;
                 const uint64_t dst = stage == ST_KV ? SCR_NORM1 : SCR_NORM2;
-                uint32_t again = 0, again_fin = 0;  // later jobs recompute the same rows: count clamps once
-                // after an MoE block (first job): x = SAT(attn_res + REQ(A)) on the way in, the previous
-                // block's output and its mlp tap written back, its clamps counted for that block
-                const bool fin = stage == ST_KV && fin_prev && j == 0;
-                layernorm_tile(scratch + (fin ? SCR_ATTN_RES : src) + uint64_t(r0) * STR_ACT, STR_ACT, nt, g, be, a,
-                               scratch + dst + uint64_t(r0) * STR_NORM, j == 0 ? sat.c[SAT_NORM] : again,
-                               fin ? acc.a + r0 : (const moe_sum_t(*)[DIM])0, scratch + SCR_X + uint64_t(r0) * STR_ACT,
-                               scratch + SCR_MLP + uint64_t(r0) * STR_ACT, fin ? fin_sat.c[SAT_ACT] : again_fin);
+                uint32_t again = 0;  // later jobs recompute the same rows: count clamps once
+                layernorm_tile(scratch + src + uint64_t(r0) * STR_ACT, STR_ACT, nt, g, be, a,
+                               scratch + dst + uint64_t(r0) * STR_NORM, j == 0 ? sat.c[SAT_NORM] : again);
             }
         }
     }
@@ -752,9 +746,9 @@ MOE_REQ:
 
 // writer(...): dense stages store their outputs (QKV, FC1 hidden, router logits) or add the residual
 // (embedding: + position; proj: + x → attn_res; FC2: mlp tap and attn_res + mlp → x). Experts: every
-// result row times its gate into the token's exact accumulator (on chip); after the last expert the
-// MoE output mlp = REQ(A, 15) and x = SAT(attn_res + mlp).
-inline void writer(int stage, bool finalize, const cfg::word_t* weights, cfg::word_t* scratch, const Queues& qs,
+// result row times its gate into the token's exact accumulator (on chip); after a token's last expert its
+// MoE output mlp = REQ(A, 15) and block output x = SAT(attn_res + mlp).
+inline void writer(int stage, const cfg::word_t* weights, cfg::word_t* scratch, const Queues& qs,
                    AttnKV& kv, Routing& rt, MoeAcc& acc, const Job jobs[], int n_jobs,
                    hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
     using namespace cfg;
@@ -769,7 +763,7 @@ inline void writer(int stage, bool finalize, const cfg::word_t* weights, cfg::wo
         for (int t = 0; t < TOKENS; t++) {
 #pragma HLS PIPELINE II = 1
             M3VIT_LEDGER_PIPELINE(ACC_CLEAR, t == 0, 1, 2);
-            acc.touched[t] = false;
+            acc.hits[t] = 0;
         }
     }
 WRITER_JOBS:
@@ -795,8 +789,9 @@ WRITER_JOBS:
                 if (stage == ST_EXPERTS) {
                     const int tok = int(to_i64(qs.tok[job.q0 + r]));
                     const prob_t g = qs.gate[job.q0 + r];
-                    const bool first = !acc.touched[tok];
-                    acc.touched[tok] = true;
+                    const hits_t hits = acc.hits[tok];
+                    const bool first = hits == 0;
+                    acc.hits[tok] = hits_t(hits + 1);
                 MOE_ACC:  // OUT_LANES gate products per cycle into the token's accumulator row
                     for (int c0 = 0; c0 < DIM; c0 += OUT_LANES) {
 #pragma HLS PIPELINE II = 1
@@ -810,6 +805,10 @@ WRITER_JOBS:
                             }
                         }
                     }
+                    if (hits + 1 == TOP_K)  // the token's last expert: the block's output row
+                        moe_final_row(acc.a[tok], scratch + SCR_ATTN_RES + uint64_t(tok) * STR_ACT,
+                                      scratch + SCR_MLP + uint64_t(tok) * STR_ACT, scratch + SCR_X + uint64_t(tok) * STR_ACT,
+                                      sat.c[SAT_ACT]);
                     continue;
                 }
                 const mac_y_t* row = &y[t][0];
@@ -844,16 +843,6 @@ WRITER_JOBS:
             }
         }
     }
-    if (stage == ST_EXPERTS && finalize) {  // the last layer of the run: nobody fuses it
-        M3VIT_LEDGER_STEP("finalize", -1);
-    MOE_FINAL:
-        for (int t = 0; t < TOKENS; t++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKENS
-            M3VIT_LEDGER_LOOP(MOE_FINAL, t == 0, 4);
-            moe_final_row(acc.a[t], scratch + SCR_ATTN_RES + uint64_t(t) * STR_ACT, scratch + SCR_MLP + uint64_t(t) * STR_ACT,
-                          scratch + SCR_X + uint64_t(t) * STR_ACT, sat.c[SAT_ACT]);
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------ engine
@@ -861,8 +850,7 @@ WRITER_JOBS:
 // Saturation counts of the processes are summed into `sat` after the region.
 inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch,
                       const cfg::word_t* image, const Queues& qs, AttnKV& kv, Routing& rt, MoeAcc& acc,
-                      SatCounters& sat, bool fin_prev = false, bool finalize = true,
-                      SatCounters* fin_sat = 0) {
+                      SatCounters& sat) {
     using namespace cfg;
     Job jobs[MAX_JOBS];
     const int n_jobs = job_list(stage, qs, jobs);
@@ -875,8 +863,7 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
         burst_read_elems<LNP_CB>(weights + (stage == ST_KV ? o.norm1_g : o.norm2_g), 0, DIM, g);
         burst_read_elems<LNP_CB>(weights + (stage == ST_KV ? o.norm1_b : o.norm2_b), 0, DIM, be);
     }
-    SatCounters s_rd, s_mac, s_wr, s_fin;
-    sat_clear(s_fin);
+    SatCounters s_rd, s_mac, s_wr;
     sat_clear(s_rd);
     sat_clear(s_mac);
     sat_clear(s_wr);
@@ -892,13 +879,11 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
     static const char* const names[] = {"embed", "kv", "q", "proj", "fc1", "fc2", "router", "experts"};
     M3VIT_DATAFLOW_REGION(names[stage]) {
         M3VIT_PROCESS(loader, stage, b, task, weights, jobs, n_jobs, sw, sb);
-        M3VIT_PROCESS(reader, stage, fin_prev, acc, image, scratch, qs, g, be, jobs, n_jobs, as, s_rd, s_fin);
+        M3VIT_PROCESS(reader, stage, image, scratch, qs, g, be, jobs, n_jobs, as, s_rd);
         M3VIT_PROCESS(mac, stage, b, jobs, n_jobs, sw, sb, as, ys, s_mac);
-        M3VIT_PROCESS(writer, stage, finalize, weights, scratch, qs, kv, rt, acc, jobs, n_jobs, ys, s_wr);
+        M3VIT_PROCESS(writer, stage, weights, scratch, qs, kv, rt, acc, jobs, n_jobs, ys, s_wr);
     }
     for (int c = 0; c < SAT_NUM; c++) sat.c[c] += s_rd.c[c] + s_mac.c[c] + s_wr.c[c];
-    if (fin_sat)
-        for (int c = 0; c < SAT_NUM; c++) fin_sat->c[c] += s_fin.c[c];
 }
 
 }  // namespace m3vit

@@ -128,7 +128,7 @@ class LoopModel:
 
 PIPELINED = frozenset({
     "COPY", "BURST_READ_ELEMS", "BURST_WRITE_ELEMS", "LOAD_W", "LOAD_B", "MAC_PRELOAD", "MAC_LOOP", "READ_PIXELS",
-    "READ_ROW", "LN_READ", "LN_READ_FIN", "LN_RECIP", "LN_NORM", "WRITE_ROW", "RES_ADD", "KV_STORE",
+    "READ_ROW", "LN_READ", "LN_RECIP", "LN_NORM", "WRITE_ROW", "RES_ADD", "KV_STORE",
     "KV_TRANSPOSE", "ROUTE_ROWS", "MOE_ACC", "MOE_REQ", "ACC_CLEAR", "RT_OFFSETS", "RT_FILL", "ATT_Q_TILE",
     "ATT_QK", "ATT_P_FIRST", "ATT_PV", "ATT_FINAL", "ATT_OUT",
 })
@@ -174,8 +174,6 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
     op_of = {"embed": "patch_embed", "kv": "qkv", "q": "qkv", "proj": "proj", "fc1": "mlp_fc1", "fc2": "mlp_fc2",
              "router": "router"}
     tile_words = mo * mi * container_bits(n.weight.bits) // hw.axi_data_bits
-    fin_after = any(b - 1 in moe for b in range(1, m.depth))
-    plain_kv = any(b == 0 or b - 1 not in moe for b in range(m.depth))
     for st in set(stages):
         it_n = e.it(k_of[st])
         ot0 = d // mo if st == "kv" else 0
@@ -195,10 +193,7 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
             add("LN_NORM_ROWS", *tiles)
             add("LN_RECIP", *tiles)
             add("LN_NORM", words(d, n.norm.bits))
-            if st != "kv" or plain_kv or len(jobs) > 1:
-                add("LN_READ", words(d, n.act.bits))
-            if st == "kv" and fin_after:
-                add("LN_READ_FIN", words(d, n.act.bits))
+            add("LN_READ", words(d, n.act.bits))
         else:
             add("READER_ROWS", *tiles)
         for o, ot_n in jobs:
@@ -236,7 +231,7 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
                      for px in range(m.grid[1])}
             add("READ_PIXELS", *(ceil_div(sk + m.patch_size, lanes_in) for sk in skips))
 
-    # MoE: queues, the experts' jobs, the run's last layer finished by the experts' writer
+    # MoE: queues, the experts' jobs (the writer finishes each token's output row after its last expert)
     for b in moe:
         used = [q for q in queues[b] if q > 0]
         add("ACC_CLEAR", t)
@@ -249,6 +244,7 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
         add("MAC_PRELOAD", e.tile_rows)
         add("READ_ROW", words(d, n.norm.bits))
         add("MOE_ACC", ceil_div(d, e.lanes.out))
+        add("MOE_REQ", words(d, n.act.bits))  # a token's output row, after its last expert
         for q in used:
             tiles = tile_lengths(q, tt)
             for name in ("MAC_TILES", "READER_TILES", "WRITER_TILES"):
@@ -259,9 +255,6 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
                               for nt in tiles))
             add("MAC_LOOP", *(e.ot(d) * e.it(m.expert_hidden) * max(nt, e.tile_rows) * e.rate("expert_fc2")
                               for nt in tiles))
-    if moe and moe[-1] == m.depth - 1:
-        add("MOE_FINAL", t)
-        add("MOE_REQ", words(d, n.act.bits))
 
     # attention
     groups = tile_lengths(t, mo)

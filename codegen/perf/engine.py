@@ -187,25 +187,25 @@ class EngineModel:
         return nt * (4 + act * (2 if stage == "fc2" else 1))
 
     # -- experts --------------------------------------------------------------------------------
-    def expert(self, queue: int) -> Region:
-        """One used expert's job: its weights, the gathered rows, fc1 → GELU → fc2, y·g into the accumulators."""
+    def expert(self, queue: int, finals: int | None = None) -> Region:
+        """One used expert's job: its weights, the gathered rows, fc1 → GELU → fc2, y·g into the accumulators,
+        and the output rows of the ``finals`` tokens whose last selected expert this is (default: queue / K,
+        a balanced routing's share; the writer is never the slowest process of the region)."""
         n, d, eh = self.n, self.m.dim, self.m.expert_hidden
         tiles = tile_lengths(queue, self.tt)
         loader = 4 + self.loader(self.ot(eh) * self.it(d), eh) + self.loader(self.ot(d) * self.it(eh), d)
         mac = 4 + sum(4 + self.mac_tile(nt, self.ot(eh), self.it(d), self.rate("expert_fc1"))
                       + self.mac_tile(nt, self.ot(d), self.it(eh), self.rate("expert_fc2")) for nt in tiles)
         reader = 4 + sum(4 + nt * (2 + pipe(self.words(d, n.norm.bits), 1, 4)) for nt in tiles)
-        writer = 4 + sum(4 + nt * (4 + pipe(ceil_div(d, self.lanes.out), 1, 4)) for nt in tiles)
+        finals = ceil_div(queue, self.m.top_k) if finals is None else finals
+        writer = (4 + sum(4 + nt * (4 + pipe(ceil_div(d, self.lanes.out), 1, 4)) for nt in tiles)
+                  + finals * pipe(self.words(d, n.act.bits), 1, 4))
         return Region(loader, reader, mac, writer)
 
     def queues(self, used: int) -> int:
         """build_queues (offsets, the counting sort), the job list and the accumulators' clear."""
         m = self.m
         return pipe(m.num_experts, 1, 3) + pipe(m.num_tokens * m.top_k, 1, 4) + 2 * used + pipe(m.num_tokens, 1, 2)
-
-    def finalize(self) -> int:
-        """MoE output = REQ(A) and x = SAT(attn_res + MoE output), one act word of each per cycle."""
-        return self.m.num_tokens * (4 + pipe(self.words(self.m.dim, self.n.act.bits), 1, 4))
 
     # -- attention ------------------------------------------------------------------------------
     def attention(self) -> int:

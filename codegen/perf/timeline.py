@@ -37,7 +37,7 @@ class Step:
 
     name: str
     layer: str  # "embed", "block3", ...
-    kind: str  # embed, kv, attn, queues, mlp_chunk, expert, finalize
+    kind: str  # embed, kv, attn, queues, mlp_chunk, expert
     weight_bytes: int
     units: dict[str, int]
     macs: int
@@ -79,12 +79,6 @@ class _Builder:
             units["dma_act"] = self.dma(act_bytes)
         return Step(name, layer, kind, wbytes, units, macs, act_bytes, fill=self.arch.pipeline_depth + fill,
                     side_bytes=side_bytes)
-
-    def finalize_work(self) -> tuple[dict[str, int], int]:
-        """Closing a block: x ← SAT(x + REQ(acc)) row by row, LN statistics of the new x (out/ln lanes),
-        x read and written over the activation port."""
-        t, d = self.m.num_tokens, self.m.dim
-        return {"out": t * d // self.lanes.out, "ln_stats": t * d // self.lanes.ln}, 2 * t * d * self.act_b
 
     # -- the steps: the stages of the generated kernels (m3vit.codegen.perf.engine) ----------------------
     def staged(self, name: str, layer: str, kind: str, wbytes: int, mac: int, critical: int, macs: int,
@@ -154,11 +148,8 @@ class _Builder:
         used = sum(1 for n in counts if n > 0)
         steps = [self.queues(b, used)]
         # an empty expert is skipped: no load, no compute
+        # each token's output row is written by its last expert's writer: no finalize step
         steps += [self.expert(b, x, n) for x, n in enumerate(counts) if n > 0]
-        if b == m.depth - 1:  # earlier MoE blocks are finished by the next block's K/V reader, on the way in
-            fin = self.eng.finalize()
-            steps.append(self.staged(f"block{b}.finalize", f"block{b}", "finalize", 0, 0, fin, 0,
-                                     3 * t * m.dim * self.act_b))
         return steps
 
     def queues(self, b: int, used: int | None = None) -> Step:
@@ -193,8 +184,8 @@ def balanced_loads(tokens: int, experts: int, top_k: int) -> list[int]:
 
 
 def build_steps(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None = None, arch: Arch = ARCH) -> list[Step]:
-    """The whole image as a step list: embedding, then per block kv (+ the previous block's finalize),
-    attn (+ router), then queues + experts (MoE) or MLP chunks; the last block ends with a finalize.
+    """The whole image as a step list: embedding, then per block kv, attn (+ router), then queues + experts
+    (MoE; each expert's writer finishes the output rows of the tokens it is the last expert of) or MLP chunks.
     ``loads`` maps MoE block index → per-expert queue lengths (default: balanced)."""
     bld = _Builder(cfg, arch)
     steps = bld.embed()

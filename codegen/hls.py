@@ -48,9 +48,16 @@ from m3vit.codegen.layout import (
     write_layout_json,
 )
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
-from m3vit.codegen.perf import ARCH, maxi_settings
-from m3vit.codegen.perf.arch import PROB_BITS, PROB_OPERAND_BITS, array_packed, datapath_bits, lanes, op_rate_div
-from m3vit.codegen.perf.engine import slot_tiles as perf_slot_tiles
+from m3vit.codegen.perf import ARCH, big_memory, buffers, maxi_settings, place_buffers
+from m3vit.codegen.perf.arch import (
+    PROB_BITS,
+    array_packed,
+    datapath_bits,
+    lanes,
+    mac_operand_bits,
+    op_rate_div,
+)
+from m3vit.codegen.perf.engine import engine_geometry, kv_or_acc_geometry
 from m3vit.codegen.render import template_env
 
 HLS_DIR = package_dir("m3vit.hls")
@@ -65,6 +72,7 @@ KERNEL_HEADERS = (
     "m3vit_dsp_pack.h",
     "m3vit_mac.h",
     "m3vit_layernorm.h",
+    "m3vit_kv_or_acc.h",
     "m3vit_linear.h",
     "m3vit_attention.h",
     "m3vit_moe.h",
@@ -390,10 +398,10 @@ def derive(cfg: DesignConfig) -> Derived:
         "moe_prod_t": (act_bits + 18, "expert output · gate"),
         "moeacc_t": (64, "per-token MoE accumulator"),
         "moe_sum_t": (act_bits + 18 + clog2(model.top_k), "on-chip MoE accumulator Σ y·g (exact)"),
-        "tok_t": (clog2(tokens + 1) + 1, "token index"),
-        "hits_t": (clog2(model.top_k + 1) + 1, "experts added to a token's MoE accumulator"),
+        "tok_t": (dp.tok, "token index"),
+        "hits_t": (dp.hits, "experts added to a token's MoE accumulator"),
         **_engine_types(cfg),
-        "expert_t": (clog2(experts + 1) + 1, "expert index"),
+        "expert_t": (dp.expert, "expert index"),
     }
     wide = {
         "LayerNorm variance V = D·S2 − S1² + eps": 2 * (act_bits + clog2(dim)) + 1,
@@ -406,7 +414,7 @@ def derive(cfg: DesignConfig) -> Derived:
         "MoE accumulator Σ y·g": act_bits + 18 + clog2(model.top_k),
         "matmul accumulator": acc_need,
     }
-    onchip = _onchip_bits(cfg, consts, types, has_moe, has_dense)
+    onchip = {b.name: b.bits for b in buffers(cfg)}
     return Derived(consts=consts, types=types, wide=wide, onchip_bits=onchip)
 
 
@@ -414,33 +422,15 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
     """Sizes of the matmul engine (hls/m3vit_linear.h): weight slots, tiles, job counts, packing per op."""
     m, hw, fmt = cfg.model, cfg.hardware, cfg.numerics
     mi, mo, tt, r = hw.mac_in, hw.mac_out, hw.token_tile, ARCH.weight_reuse
-    d, eh, f = m.dim, m.expert_hidden, m.mlp_hidden
-
-    def it(x: int) -> int:
-        return ceil_div(x, mi)
+    eh = m.expert_hidden
 
     def ot(x: int) -> int:
         return ceil_div(x, mo)
 
-    has_moe, has_dense = bool(m.moe_block_set), len(m.moe_block_set) < m.depth
-    slot_tiles = perf_slot_tiles(cfg)
-    dense = {"patch": (m.patch_dim, d), "qkv": (d, 3 * d), "proj": (d, d)}
-    if has_dense:
-        dense |= {"fc1": (d, f), "fc2": (f, d)}
-    if has_moe:
-        dense |= {"router": (d, m.num_experts)}
-    otc = {k: slot_tiles // it(kk) for k, (kk, _n) in dense.items()}
-    jobs = {k: ceil_div(ot(n), otc[k]) for k, (_kk, n) in dense.items()}
-    y_cols = max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()]
-                 + ([ot(eh) * mo, ot(d) * mo] if has_moe else []))
-    a_cols = max([it(kk) * mi for kk, _n in dense.values()] + ([it(eh) * mi] if has_moe else []))
-    rows_per = max(1, mo // r)
-    tile_rows = mo // rows_per
-    slot_bias = max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()]
-                    + ([ot(eh) * mo + ot(d) * mo] if has_moe else []))
+    has_moe = bool(m.moe_block_set)
+    g = engine_geometry(cfg)
+    slot_tiles, rows_per, tile_rows = g.slot_tiles, g.rows_per_word, g.tile_rows
     tile_words = mo * mi * container_bits(fmt.weight.bits) // hw.axi_data_bits
-    max_tiles_job = max([min(otc[k], ot(n)) * it(kk) for k, (kk, n) in dense.items()]
-                        + ([ot(eh) * it(d), ot(d) * it(eh)] if has_moe else []))
     return {
         "ARRAY_PACKED": (int(array_packed(cfg)), "the MAC array packs two MACs per DSP48E2"),
         **{f"PK_{op.upper()}": (int(array_packed(cfg) and op_rate_div(cfg, key) == 1), f"{key} packs")
@@ -452,93 +442,38 @@ def _engine_consts(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
         "SLOT_ROW_TILE_ROWS": (rows_per, "tile rows per slot word"),
         "SLOT_TILE_ROWS": (tile_rows, "slot words per tile = cycles to load a stationary tile"),
         "SLOT_ROWS": (slot_tiles * tile_rows, "slot words"),
-        "SLOT_BIAS": (slot_bias, "biases per slot"),
+        "SLOT_BIAS": (g.slot_bias, "biases per slot"),
         "SLOT_WORDS": (slot_tiles * tile_words, "AXI words of a full slot"),
-        "SLOT_BIAS_WORDS": (ceil_div(slot_bias * fmt.bias_bits, hw.axi_data_bits), "AXI words of a slot's biases"),
+        "SLOT_BIAS_WORDS": (ceil_div(g.slot_bias * fmt.bias_bits, hw.axi_data_bits), "AXI words of a slot's biases"),
         "OT_EH": (ot(eh), "out-tiles of an expert's hidden layer"),
-        "TILE_COLS": (max(a_cols, y_cols), "columns of an activation / output tile"),
-        "A_COLS": (max(a_cols, y_cols), "columns of an activation tile"),
-        "Y_COLS": (max(a_cols, y_cols), "columns of an output tile"),
-        "MAX_JOBS": (max(list(jobs.values()) + ([m.num_experts] if has_moe else [])), "jobs per stage"),
+        "A_COLS": (g.a_cols, "columns of an activation tile (the widest matmul input)"),
+        "Y_COLS": (g.y_cols, "columns of an output tile (the widest job output)"),
+        "HID_COLS": (g.hid_cols, "columns of an expert's hidden tile"),
+        "MAX_JOBS": (max(list(g.jobs.values()) + ([m.num_experts] if has_moe else [])), "jobs per stage"),
         "TOKEN_TILES": (ceil_div(m.num_tokens, tt), "token tiles of all tokens"),
-        "MAC_LOOP_MAX": (max_tiles_job * max(tt, tile_rows) * 2, "longest MAC_LOOP"),
+        "MAC_LOOP_MAX": (g.max_tiles_job * max(tt, tile_rows) * 2, "longest MAC_LOOP"),
         "MAC_DEPTH": (ARCH.pipeline_depth, "MAC pipeline fill + drain"),
-        "TOKENS_TT": (ceil_div(m.num_tokens, max(mi, tt)) * max(mi, tt), "tokens padded to key chunks and tiles"),
+        "TOKENS_TT": (g.tokens_tt, "tokens padded to key chunks and tiles"),
         "KEY_BLOCKS": (ceil_div(m.num_tokens, hw.attn_key_block), "key blocks"),
         "QUERY_GROUPS": (ceil_div(m.num_tokens, mo), "query groups of MAC_OUT queries"),
         "HD_PASSES": (ceil_div(m.head_dim, mi), "q·k passes over a head's dims"),
         "EXP_LANES": (lanes(cfg).exp, "softmax exp lanes"),
         "OUT_LANES": (lanes(cfg).out, "MoE accumulator lanes"),
         "ATT_OUT_LANES": (lanes(cfg).acc, "attention context lanes (acc · R), a divisor of HEAD_DIM"),
+        **{name: (value, what) for name, (value, what) in kv_or_acc_geometry(cfg).items()},
     }
 
 
 def _engine_types(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
     """Operand types of the shared MAC array."""
-    fmt, hw = cfg.numerics, cfg.hardware
-    w_bits = max(fmt.weight.bits, fmt.qkv.bits, PROB_OPERAND_BITS)
-    v_bits = max(fmt.input.bits, fmt.norm.bits, fmt.qkv.bits, fmt.hidden.bits, fmt.act.bits, fmt.logit.bits)
+    hw = cfg.hardware
+    w_bits, v_bits = mac_operand_bits(cfg)
     return {
         "mac_w_t": (w_bits, "stationary operand of the MAC array"),
         "mac_a_t": (v_bits, "streamed operand of the MAC array"),
         "mac_y_t": (v_bits, "requantised MAC array output"),
         "mac_ps_t": (w_bits + v_bits + clog2(hw.mac_in) + 1, "one exact MAC-array dot product"),
     }
-
-
-def _onchip_bits(
-    cfg: DesignConfig, const_table: dict, type_table: dict, has_moe: bool, has_dense: bool
-) -> dict[str, int]:
-    """Bits of every on-chip array today's kernels declare (an upper bound: HLS may share or trim some).
-
-    This describes the code in ``hls/``, not the modeled architecture of :func:`m3vit.codegen.perf.buffers`;
-    the two differ until the kernels implement that architecture, which then makes this estimate redundant.
-    """
-    model, hardware = cfg.model, cfg.hardware
-
-    def value(name: str) -> int:
-        return const_table[name][0]
-
-    def bits(name: str) -> int:
-        return type_table[name][0]
-
-    token_tile, dim, key_block = hardware.token_tile, model.dim, hardware.attn_key_block
-    tiles = hardware.mac_out * hardware.mac_in * bits("wgt_t")
-    out = {
-        "weight buffer (largest dense matrix)": value("WBUF_TILES") * tiles + value("WBUF_OUT") * bits("bias_t"),
-        "layernorm": 2 * dim * bits("lnp_t") + dim * (bits("act_t") + bits("norm_t")),
-        "patch embedding tiles": token_tile * (value("PATCH_DIM_P") * bits("in_t") + value("DIM_PO") * bits("act_t")),
-        "qkv tiles": token_tile
-        * (value("DIM_P") * bits("norm_t") + ceil_div(3 * dim, hardware.mac_out) * hardware.mac_out * bits("qkv_t")),
-        "proj tiles": token_tile * (value("DIM_P") * bits("qkv_t") + value("DIM_PO") * bits("act_t")),
-        "attention": token_tile * dim * (2 * bits("qkv_t") + bits("ctx_acc_t"))
-        + 2 * key_block * dim * bits("qkv_t")
-        + model.num_heads * token_tile * (bits("z_t") + bits("attn_l_t")),
-    }
-    if has_dense:
-        mlp_hidden_padded = ceil_div(model.mlp_hidden, hardware.mac_out) * hardware.mac_out
-        out["dense MLP tiles"] = token_tile * (
-            value("DIM_P") * bits("norm_t")
-            + mlp_hidden_padded * bits("hid_t")
-            + value("IT_MLP") * hardware.mac_in * bits("hid_t")
-            + value("DIM_PO") * bits("act_t")
-        )
-    if has_moe:
-        entries = model.num_tokens * model.top_k
-        out["router and queues"] = (
-            token_tile * (value("DIM_P") * bits("norm_t") + value("EXPERTS_PO") * bits("logit_t"))
-            + entries * 2 * (bits("tok_t") + bits("expert_t") + bits("prob_t"))
-            + dim * 64
-        )
-        out["expert ping-pong buffers"] = 2 * (
-            (value("EW1_TILES") + value("EW2_TILES")) * tiles + (value("EH_PO") + value("DIM_PO")) * bits("bias_t")
-        )
-        out["expert tiles"] = (
-            token_tile
-            * (value("DIM_P") * bits("norm_t") + value("EH_BUF") * bits("hid_t") + value("DIM_PO") * bits("act_t"))
-            + 2 * dim * 64
-        )
-    return out
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -567,6 +502,15 @@ def hls_problems(cfg: DesignConfig) -> list[str]:
                 f"numerics: {c[name][1]} shifts by {c[name][0]} bits, more than the "
                 f"{acc}-bit accumulator allows"
             )
+    kpw = kv_or_acc_geometry(cfg)["KV_PER_WORD"][0]
+    for what, v in (("dim", cfg.model.dim), ("head_dim", cfg.model.head_dim), ("mac_in", hw.mac_in),
+                    ("mac_out", hw.mac_out), ("token_tile", hw.token_tile), ("attn_key_block", hw.attn_key_block)):
+        if v % kpw:
+            problems.append(f"hardware: {what} = {v} is not a multiple of {kpw}, the K/V values per word of the "
+                            "on-chip K/V buffer (64 bits / the qkv container)")
+    if der.types["moe_sum_t"][0] > 36:
+        problems.append(f"numerics: the MoE accumulator needs {der.types['moe_sum_t'][0]} bits; the on-chip "
+                        "buffer holds two of at most 36 bits per 72-bit word (narrow act)")
     macs = hw.mac_in * hw.mac_out
     per_dsp = 2 if cfg.numerics.weight.bits <= 8 else 1
     if macs > per_dsp * board.dsp:
@@ -575,15 +519,15 @@ def hls_problems(cfg: DesignConfig) -> list[str]:
             f"{hw.board}'s {board.dsp} DSP48E2"
             + (f" ({per_dsp * board.dsp} with INT8 packing)" if per_dsp == 2 else "")
         )
-    have = board.bram36 * 36 * 1024 + board.uram * 288 * 1024
-    need = sum(der.onchip_bits.values())
-    if need > have:
-        big = max(der.onchip_bits, key=der.onchip_bits.get)
-        problems.append(
-            f"hardware: the kernels' on-chip buffers need {need / 8 / 2**20:.2f} MiB but {hw.board} has "
-            f"{have / 8 / 2**20:.2f} MiB of BRAM+URAM (largest: {big}); "
-            "lower token_tile/attn_key_block or the model size"
-        )
+    placed = place_buffers(buffers(cfg), uram_cap=0)
+    for kind, need, have in (("BRAM36", placed.bram36, board.bram36), ("URAM", placed.uram, board.uram)):
+        if need > have:
+            big = max(der.onchip_bits, key=der.onchip_bits.get)
+            problems.append(
+                f"hardware: the kernels' on-chip buffers need {need} {kind} but {hw.board} has {have} "
+                f"(largest: {big}, {der.onchip_bits[big] / 8 / 2**20:.2f} MiB); "
+                "lower token_tile or the model size"
+            )
     return problems
 
 
@@ -757,6 +701,7 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
         "period_ns": f"{period:.3f}",
         "kernel_headers": list(KERNEL_HEADERS),
         "onchip_kib": onchip,
+        "big_memory": big_memory(cfg),
         "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
         "register_map": register_map(),
         "status_flags": list(STATUS_FLAGS),

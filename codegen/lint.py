@@ -969,9 +969,17 @@ def _banks(elem_bits: int, dims: tuple[int, ...], pragmas: list[Pragma],
     return banks, width, depth
 
 
-def _storage(p: Pragma) -> str | None:
-    impl = (p.get("impl") or "").lower()
+def _storage(p: Pragma, defines: dict[str, str] | None = None) -> str | None:
+    """The storage kind a BIND_STORAGE pragma names (its impl, or the config-header macro it names)."""
+    impl = p.get("impl") or ""
+    impl = (defines or {}).get(impl, impl).lower()
     return {"bram": "bram", "uram": "uram", "lutram": "lutram", "memory": None}.get(impl)
+
+
+def _config_defines(src: Path) -> dict[str, str]:
+    """The word-valued macros of the generated m3vit_config.h (`#define NAME word`), by name."""
+    text = (src / "m3vit_config.h").read_text()
+    return {m[1]: m[2] for m in re.finditer(r"^#define\s+(\w+)\s+(\w+)\s*$", text, re.M)}
 
 
 def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] | None = None) -> LintReport:
@@ -992,7 +1000,7 @@ def lint_project(cfg: DesignConfig, project: str | Path, model: dict[str, int] |
                                       "includes hls_math.h"))
     w.run(top)
     board = cfg.hardware.board_spec
-    arrays = _inventory(w, board, _config_constants(src))
+    arrays = _inventory(w, board, _config_constants(src), _config_defines(src))
     muls = w.multipliers()
     totals = {"dsp": sum(m.dsp for m in muls), "bram36": sum(a.bram36 for a in arrays),
               "uram": sum(a.uram for a in arrays), "lutram": sum(a.lutram for a in arrays)}
@@ -1027,7 +1035,7 @@ def _model_lutram(cfg: DesignConfig, model) -> list[Buffer]:
     return [b for b in buffers(cfg) if model.placement.get(b.name) == "lutram"]
 
 
-def _inventory(w: _Walker, board, consts: dict[str, int]) -> list[ArrayUse]:
+def _inventory(w: _Walker, board, consts: dict[str, int], defines: dict[str, str]) -> list[ArrayUse]:
     bufs: list[Buffer] = []
     bound: dict[str, str] = {}
     meta = {}
@@ -1044,8 +1052,8 @@ def _inventory(w: _Walker, board, consts: dict[str, int]) -> list[ArrayUse]:
         bufs.append(b)
         meta[name] = (name, elem_bits, dims, banks, width, depth)
         for p in pragmas:
-            if p.directive == "BIND_STORAGE" and _storage(p):
-                bound[name] = _storage(p)
+            if p.directive == "BIND_STORAGE" and _storage(p, defines):
+                bound[name] = _storage(p, defines)
     # Vitis never chooses URAM by itself: an array goes there only when BIND_STORAGE says so
     placed = place_buffers(bufs, uram_cap=0, bound=bound)
     out = []

@@ -39,7 +39,7 @@ SPACE: dict[str, tuple[int, ...]] = {
 """The default sweep (hardware knobs of :class:`m3vit.codegen.config.HardwareConfig`)."""
 
 QUICK_SPACE: dict[str, tuple[int, ...]] = {
-    "mac_in": (16, 32, 64), "mac_out": (16, 32, 64), "token_tile": (64,), "attn_key_block": (64,),
+    "mac_in": (16, 32, 64), "mac_out": (16, 32, 64), "token_tile": (32,), "attn_key_block": (64,),
     "axi_data_bits": (128,),
 }
 """A small sweep for tests and quick looks."""
@@ -194,7 +194,8 @@ def write_config(d: Design, path: str | Path, name: str | None = None) -> Path:
     header = (
         f"# Written by `m3vit dse` (m3vit.explore.dse): the lowest-latency design within "
         f"{perf.ARCH.util_limit:.0%} of every {d.cfg.hardware.board} resource.\n"
-        f"# Modeled (m3vit.codegen.perf, balanced routing): {d.latency_ms:.2f} ms per image and task at "
+        f"# Modeled (m3vit.codegen.perf, balanced routing, the generated kernels): {d.latency_ms:.2f} ms per "
+        f"image and task at "
         f"{d.cfg.hardware.clock_mhz:g} MHz; DSP floor {d.floor_ms:.2f} ms ({d.floor_ratio:.1%});\n"
         f"# on-chip {d.on_chip_bytes / perf.MIB:.3f} MiB; DSP {d.dsp}, BRAM36 {d.resources.bram36}, URAM "
         f"{d.resources.uram}, LUT {d.resources.lut}, FF {d.resources.ff}.\n"

@@ -58,7 +58,7 @@ inline cfg::ctx_acc_t ctx_rescale(cfg::ctx_acc_t a, cfg::prob_t alpha, int64_t v
 // after the last key block (the softmax state of docs/numerics.md §9). Key blocks are software-pipelined:
 // q·kᵀ of block j runs before p·v of block j - 1, whose last chunk leaves the exp lanes free to fill block j's
 // first probability tile; only the first block's first tile is computed with the array idle.
-inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const AttnKV& kv,
+inline void attn_head(const cfg::qkv_t q[cfg::MAC_OUT][cfg::DIM], int ng, int h, const KvOrAcc& kv,
                       cfg::ctx_acc_t acc[cfg::MAC_OUT][cfg::HEAD_DIM + 1], SatCounters& sat) {
     using namespace cfg;
     static z_t zb[2][KEY_BLOCK][MAC_OUT];  // z of two key blocks (q·kᵀ of j while p·v reads j - 1)
@@ -103,10 +103,13 @@ ATT_BLOCKS:
                     M3VIT_LEDGER_PIPELINE(ATT_QK, i == 0, 1, MAC_DEPTH);
                     const int t = qk_rate == 2 ? i >> 1 : i;
                     const int ph = qk_rate == 2 ? (i & 1) : -1;
-                    mac_a_t av[MAC_IN];
-                    for (int mi = 0; mi < MAC_IN; mi++) {
-                        const int d = hp * MAC_IN + mi;
-                        av[mi] = d < HEAD_DIM ? mac_a_t(kv.k[k0 + t][h * HEAD_DIM + d]) : mac_a_t(0);
+                    mac_a_t av[MAC_IN];  // key k0 + t, the pass's head dims: MAC_IN / KV_PER_WORD words of K
+                    for (int wi = 0; wi < MAC_IN / KV_PER_WORD; wi++) {
+                        const int d0 = hp * MAC_IN + wi * KV_PER_WORD;
+                        qkv_t v[KV_PER_WORD];
+                        if (d0 < HEAD_DIM) k_read(kv, k0 + t, h * HEAD_DIM + d0, v);
+                        for (int j = 0; j < KV_PER_WORD; j++)
+                            av[wi * KV_PER_WORD + j] = d0 < HEAD_DIM ? mac_a_t(v[j]) : mac_a_t(0);
                     }
                     mac_ps_t ps[MAC_OUT];
                     mac_array(wq, av, PK_QK, ph, ps);
@@ -186,10 +189,13 @@ ATT_BLOCKS:
             ctx_acc_t fold_in[MAC_OUT];
 #pragma HLS ARRAY_PARTITION variable = fold_in complete
             if (dd < per_chunk) {
-                mac_a_t av[MAC_IN];
-                for (int mi = 0; mi < MAC_IN; mi++) {
-                    const int key = c * MAC_IN + mi;
-                    av[mi] = key < nb ? mac_a_t(kv.vt[h * HEAD_DIM + d][k0 + key]) : mac_a_t(0);
+                mac_a_t av[MAC_IN];  // head dim d, the chunk's keys: MAC_IN / KV_PER_WORD words of Vᵀ
+                for (int wi = 0; wi < MAC_IN / KV_PER_WORD; wi++) {
+                    const int key0 = c * MAC_IN + wi * KV_PER_WORD;
+                    qkv_t v[KV_PER_WORD];
+                    if (key0 < nb) vt_read(kv, h * HEAD_DIM + d, k0 + key0, v);
+                    for (int j = 0; j < KV_PER_WORD; j++)
+                        av[wi * KV_PER_WORD + j] = key0 + j < nb ? mac_a_t(v[j]) : mac_a_t(0);
                 }
                 mac_ps_t ps[MAC_OUT];
                 mac_array(wp, av, PK_PV, ph, ps);
@@ -242,7 +248,7 @@ ATT_GROUPS:
 }
 
 // att_compute(kv, qs, hs, sat): every head of every query group on the MAC array.
-inline void att_compute(const AttnKV& kv, hls::stream_of_blocks<q_tile_t, 2>& qs,
+inline void att_compute(const KvOrAcc& kv, hls::stream_of_blocks<q_tile_t, 2>& qs,
                         hls::stream_of_blocks<head_state_t, 2>& hs, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("att_compute");
@@ -317,7 +323,7 @@ ATT_GROUPS:
 // stage_attention(scratch, kv, sat): ctx (region attn) = softmax(q·kᵀ) v per head, from the queries (qkv
 // region) and the on-chip K, Vᵀ: a DATAFLOW region of query reader, MAC-array attention and context writer.
 // Scores saturate to 32 bits (class score), the context to the qkv format (class qkv).
-inline void stage_attention(cfg::word_t* scratch, const AttnKV& kv, SatCounters& sat) {
+inline void stage_attention(cfg::word_t* scratch, const KvOrAcc& kv, SatCounters& sat) {
     using namespace cfg;
     SatCounters s_c, s_w;
     sat_clear(s_c);

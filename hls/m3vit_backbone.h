@@ -15,9 +15,10 @@
 
 namespace m3vit {
 
-// On-chip state shared by the stages: K/Vᵀ of the current block, the routing and the expert queues.
+// On-chip state shared by the stages: kv_or_acc (K/Vᵀ of the current block, or its MoE accumulators), the
+// routing and the expert queues.
 struct BlockState {
-    AttnKV kv;
+    KvOrAcc kv;
     Routing rt;
     Queues qs;
     MoeAcc acc;
@@ -76,10 +77,8 @@ inline void backbone(unsigned num_images, unsigned task, unsigned first_layer, u
     using namespace cfg;
 #pragma HLS ALLOCATION function instances = mac_array limit = 1
     static BlockState st;
-#pragma HLS BIND_STORAGE variable = st.kv.k type = ram_2p impl = uram
-#pragma HLS BIND_STORAGE variable = st.kv.vt type = ram_2p impl = uram
-#pragma HLS BIND_STORAGE variable = st.acc.a type = ram_2p impl = uram
-#pragma HLS ARRAY_RESHAPE variable = st.acc.a cyclic factor = OUT_LANES dim = 2
+#pragma HLS ARRAY_PARTITION variable = st.kv.w complete dim = 1
+#pragma HLS BIND_STORAGE variable = st.kv.w type = ram_2p impl = M3VIT_BIG_MEMORY
     const unsigned refused = (num_images == 0 || num_images > unsigned(MAX_IMAGES) ? STATUS_IMAGES : 0u) |
                              (task >= unsigned(TASKS) ? STATUS_TASK : 0u) |
                              (first_layer > unsigned(DEPTH) ? STATUS_FIRST_LAYER : 0u) |

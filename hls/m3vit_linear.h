@@ -16,6 +16,7 @@
 #include "m3vit_burst.h"
 #include "m3vit_config.h"
 #include "m3vit_dataflow.h"
+#include "m3vit_kv_or_acc.h"
 #include "m3vit_layernorm.h"
 #include "m3vit_mac.h"
 #include "m3vit_prims.h"
@@ -145,6 +146,7 @@ typedef cfg::wgt_t slot_w_t[cfg::SLOT_ROWS][cfg::SLOT_ROW_TILE_ROWS][cfg::MAC_IN
 typedef cfg::bias_t slot_b_t[cfg::SLOT_BIAS];
 typedef cfg::mac_a_t a_tile_t[cfg::TOKEN_TILE][cfg::A_COLS];
 typedef cfg::mac_y_t y_tile_t[cfg::TOKEN_TILE][cfg::Y_COLS];
+typedef cfg::mac_y_t hid_tile_t[cfg::TOKEN_TILE][cfg::HID_COLS];  // an expert's hidden layer (fc1 → fc2)
 
 // Routing state of one MoE layer (on chip): queues built by route_layer, read by the scheduler.
 struct Queues {
@@ -155,19 +157,10 @@ struct Queues {
     int n_used;
 };
 
-// K and Vᵀ of the current block, on chip: written by the K/V stage's writer, read by the attention
-// (m3vit_attention.h); V goes through a MAC_IN-row transposition buffer.
-struct AttnKV {
-    cfg::qkv_t k[cfg::TOKENS][cfg::DIM];
-    cfg::qkv_t vt[cfg::DIM][cfg::TOKENS_TT];
-    cfg::qkv_t vrows[cfg::TOKEN_TILE][cfg::DIM];
-};
-
-// The MoE accumulators A[token][c] = Σ y·g (exact, on chip), written by the experts stage's writer, which
-// turns a token's row into the block's output as soon as its last selected expert has added to it.
-// hits[token]: the token's experts added so far.
+// The MoE accumulators A[token][c] = Σ y·g (exact, on chip, in kv_or_acc: m3vit_kv_or_acc.h) are written by
+// the experts stage's writer, which turns a token's row into the block's output as soon as its last selected
+// expert has added to it. hits[token]: the token's experts added so far.
 struct MoeAcc {
-    cfg::moe_sum_t a[cfg::TOKENS][cfg::DIM];
     cfg::hits_t hits[cfg::TOKENS];
 };
 
@@ -479,8 +472,9 @@ READER_JOBS:
 // a tile stays in the array for max(nt, SLOT_TILE_ROWS) vectors (its successor streams into shadow
 // registers from the slot meanwhile, SLOT_ROW_TILE_ROWS rows per cycle), the (ot, it, t) nest flattened
 // into one II = 1 pipeline, exact partial sums on chip, requantisation (+ GELU) at the last in-tile.
-inline void mac_tile(const slot_w_t& w, const slot_b_t& bias, int bias0, const a_tile_t& a, int nt, int tile0,
-                     int n_tiles, int it_n, int n_valid, bool packed, int shift, int obits, bool use_gelu, y_tile_t& y,
+template <class A, class Y>
+inline void mac_tile(const slot_w_t& w, const slot_b_t& bias, int bias0, const A& a, int nt, int tile0,
+                     int n_tiles, int it_n, int n_valid, bool packed, int shift, int obits, bool use_gelu, Y& y,
                      uint32_t& nsat) {
     using namespace cfg;
     mac_w_t wcur[MAC_OUT][MAC_IN], wnext[MAC_OUT][MAC_IN];
@@ -553,7 +547,8 @@ inline void mac(int stage, int b, const Job jobs[], int n_jobs, hls::stream_of_b
                 hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("mac");
-    static a_tile_t hidden;
+    static hid_tile_t hidden;
+#pragma HLS BIND_STORAGE variable = hidden type = ram_2p impl = M3VIT_BIG_MEMORY
     const StageInfo si = stage_info(stage);
     const int it1 = (si.k + MAC_IN - 1) / MAC_IN;
 MAC_JOBS:
@@ -572,8 +567,10 @@ MAC_JOBS:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = TOKEN_TILES
             M3VIT_LEDGER_LOOP(MAC_TILES, r0 == 0, 4);
             const int nt = (job.n - r0 < TOKEN_TILE) ? job.n - r0 : TOKEN_TILE;
-            hls::read_lock<a_tile_t> a(as);
-            hls::write_lock<y_tile_t> y(ys);
+            hls::read_lock<a_tile_t> a_lock(as);
+            hls::write_lock<y_tile_t> y_lock(ys);
+            const a_tile_t& a = a_lock;
+            y_tile_t& y = y_lock;
             if (stage == ST_EXPERTS) {  // fc1 (+ GELU) into the on-chip hidden tile, then fc2 from it
                 mac_tile(w, bias, 0, a, nt, 0, EW1_TILES, IT_DIM, EXPERT_HIDDEN, si.packed, SH_FC1, HID_BITS, true, hidden,
                          sat.c[SAT_HIDDEN]);
@@ -613,35 +610,51 @@ WRITE_ROW:
 }
 
 // kv_store_row(y, c0, nc, tok, t, kv): output columns c0 … c0 + nc of token tok's QKV row: K columns into
-// the on-chip K buffer, V columns into row t of the tile's transposition buffer; MAC_IN lanes per cycle.
-inline void kv_store_row(const cfg::mac_y_t* y, int c0, int nc, int tok, int t, AttnKV& kv) {
+// K (kv_or_acc, whole words), V columns into row t of the tile's transposition buffer; MAC_IN lanes per cycle.
+// c0, nc, DIM are multiples of KV_PER_WORD (hls_problems), so a word is all K, all V or all Q.
+inline void kv_store_row(const cfg::mac_y_t* y, int c0, int nc, int tok, int t, KvOrAcc& kv) {
     using namespace cfg;
 KV_STORE:
     for (int c = 0; c < nc; c += MAC_IN) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = Y_COLS / MAC_IN
         M3VIT_LEDGER_PIPELINE(KV_STORE, c == 0, 1, 3);
-        for (int l = 0; l < MAC_IN; l++) {
+        for (int wi = 0; wi < MAC_IN / KV_PER_WORD; wi++) {
 #pragma HLS UNROLL
-            const int col = c0 + c + l;
-            if (c + l < nc && col >= DIM && col < 2 * DIM) kv.k[tok][col - DIM] = qkv_t(y[c + l]);
-            if (c + l < nc && col >= 2 * DIM && col < 3 * DIM) kv.vrows[t][col - 2 * DIM] = qkv_t(y[c + l]);
+            const int c1 = c + wi * KV_PER_WORD, col = c0 + c1;
+            qkv_t v[KV_PER_WORD];
+            for (int j = 0; j < KV_PER_WORD; j++) v[j] = qkv_t(y[c1 + j]);
+            if (c1 < nc && col >= DIM && col < 2 * DIM) k_write(kv, tok, col - DIM, v);
+            for (int j = 0; j < KV_PER_WORD; j++)
+                if (c1 < nc && col >= 2 * DIM && col < 3 * DIM) kv.vrows[t][col - 2 * DIM + j] = v[j];
         }
     }
 }
 
-// kv_transpose_tile(c0, nc, r0, nt, kv): the tile's V columns into rows of Vᵀ, one row (nt keys) per cycle.
-inline void kv_transpose_tile(int c0, int nc, int r0, int nt, AttnKV& kv) {
+// kv_transpose_tile(c0, nc, r0, nt, kv): the tile's V columns into rows of Vᵀ: a row's TOKEN_TILE keys (zero
+// past nt) in KV_TRANSPOSE_PASSES cycles of at most KVA_BANKS words.
+inline void kv_transpose_tile(int c0, int nc, int r0, int nt, KvOrAcc& kv) {
     using namespace cfg;
     const int v0 = c0 > 2 * DIM ? c0 : 2 * DIM;
+    const int words = TOKEN_TILE / KV_PER_WORD;
+    int col = v0, pass = 0;
 KV_TRANSPOSE:
-    for (int col = v0; col < c0 + nc; col++) {
+    for (int i = 0; i < (c0 + nc - v0) * KV_TRANSPOSE_PASSES; i++) {
 #pragma HLS PIPELINE II = 1
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = DIM
-        M3VIT_LEDGER_PIPELINE(KV_TRANSPOSE, col == v0, 1, 3);
-        for (int t = 0; t < TOKEN_TILE; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = DIM * KV_TRANSPOSE_PASSES
+        M3VIT_LEDGER_PIPELINE(KV_TRANSPOSE, i == 0, 1, 3);
+        for (int wi = 0; wi < KVA_BANKS; wi++) {
 #pragma HLS UNROLL
-            if (t < nt) kv.vt[col - 2 * DIM][r0 + t] = kv.vrows[t][col - 2 * DIM];
+            const int w = pass * KVA_BANKS + wi, t0 = w * KV_PER_WORD;
+            if (w < words) {
+                qkv_t v[KV_PER_WORD];
+                for (int j = 0; j < KV_PER_WORD; j++) v[j] = t0 + j < nt ? kv.vrows[t0 + j][col - 2 * DIM] : qkv_t(0);
+                vt_write(kv, col - 2 * DIM, r0 + t0, v);
+            }
+        }
+        if (++pass == KV_TRANSPOSE_PASSES) {
+            pass = 0;
+            col++;
         }
     }
 }
@@ -714,9 +727,9 @@ RES_ADD:
     }
 }
 
-// moe_final_row(acc, res, mlp, x, nsat): mlp = REQ_act(A, 15) and x = SAT_act(attn_res + mlp) for one token,
-// one AXI word of each per cycle.
-inline void moe_final_row(const cfg::moe_sum_t acc[cfg::DIM], const cfg::word_t* res, cfg::word_t* mlp, cfg::word_t* x,
+// moe_final_row(kv, tok, res, mlp, x, nsat): mlp = REQ_act(A, 15) and x = SAT_act(attn_res + mlp) for token
+// tok's accumulator row, one AXI word of each per cycle.
+inline void moe_final_row(const KvOrAcc& kv, int tok, const cfg::word_t* res, cfg::word_t* mlp, cfg::word_t* x,
                           uint32_t& nsat) {
     using namespace cfg;
     const int L = AXI_BITS / ACT_CB;
@@ -734,7 +747,7 @@ MOE_REQ:
             const int c = i * L + l;
             if (c < DIM) {
                 act_t m, x;
-                moe_output(acc[c], act_t(lane_get<ACT_CB>(rw, l)), m, x, nsat);
+                moe_output(kva_acc(acc_word(kv, tok, c >> 1), c & 1), act_t(lane_get<ACT_CB>(rw, l)), m, x, nsat);
                 lane_set<ACT_CB>(wm, l, to_i64(m));
                 lane_set<ACT_CB>(wx, l, to_i64(x));
             }
@@ -749,7 +762,7 @@ MOE_REQ:
 // result row times its gate into the token's exact accumulator (on chip); after a token's last expert its
 // MoE output mlp = REQ(A, 15) and block output x = SAT(attn_res + mlp).
 inline void writer(int stage, const cfg::word_t* weights, cfg::word_t* scratch, const Queues& qs,
-                   AttnKV& kv, Routing& rt, MoeAcc& acc, const Job jobs[], int n_jobs,
+                   KvOrAcc& kv, Routing& rt, MoeAcc& acc, const Job jobs[], int n_jobs,
                    hls::stream_of_blocks<y_tile_t, 2>& ys, SatCounters& sat) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("writer");
@@ -792,21 +805,29 @@ WRITER_JOBS:
                     const hits_t hits = acc.hits[tok];
                     const bool first = hits == 0;
                     acc.hits[tok] = hits_t(hits + 1);
-                MOE_ACC:  // OUT_LANES gate products per cycle into the token's accumulator row
+                MOE_ACC:  // OUT_LANES gate products per cycle into the token's accumulator row (two per word)
                     for (int c0 = 0; c0 < DIM; c0 += OUT_LANES) {
 #pragma HLS PIPELINE II = 1
                         M3VIT_LEDGER_PIPELINE(MOE_ACC, c0 == 0, 1, 4);
-                        for (int l = 0; l < OUT_LANES; l++) {
+                        for (int wi = 0; wi < (OUT_LANES + 1) / 2 + (OUT_LANES & 1); wi++) {
 #pragma HLS UNROLL
-                            const int c = c0 + l;
-                            if (c < DIM) {
-                                const moe_sum_t p = moe_sum_t(moe_prod_t(moe_prod_t(y[t][c]) * g));
-                                acc.a[tok][c] = first ? p : moe_sum_t(acc.a[tok][c] + p);
+                            const int i = (c0 >> 1) + wi;  // the word of columns 2i, 2i + 1
+                            if (2 * i < DIM && 2 * i < c0 + OUT_LANES) {
+                                kva_word_t& aw = acc_word(kv, tok, i);
+                                kva_word_t nw = aw;
+                                for (int h = 0; h < 2; h++) {
+                                    const int c = 2 * i + h;
+                                    if (c >= c0 && c < c0 + OUT_LANES && c < DIM) {
+                                        const moe_sum_t p = moe_sum_t(moe_prod_t(moe_prod_t(y[t][c]) * g));
+                                        kva_set_acc(nw, h, first ? p : moe_sum_t(kva_acc(aw, h) + p));
+                                    }
+                                }
+                                aw = nw;
                             }
                         }
                     }
                     if (hits + 1 == TOP_K)  // the token's last expert: the block's output row
-                        moe_final_row(acc.a[tok], scratch + SCR_ATTN_RES + uint64_t(tok) * STR_ACT,
+                        moe_final_row(kv, tok, scratch + SCR_ATTN_RES + uint64_t(tok) * STR_ACT,
                                       scratch + SCR_MLP + uint64_t(tok) * STR_ACT, scratch + SCR_X + uint64_t(tok) * STR_ACT,
                                       sat.c[SAT_ACT]);
                     continue;
@@ -849,7 +870,7 @@ WRITER_JOBS:
 // run_stage(stage, b, task, ...): one stage as a DATAFLOW region (jobs from the routing for experts).
 // Saturation counts of the processes are summed into `sat` after the region.
 inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weights, cfg::word_t* scratch,
-                      const cfg::word_t* image, const Queues& qs, AttnKV& kv, Routing& rt, MoeAcc& acc,
+                      const cfg::word_t* image, const Queues& qs, KvOrAcc& kv, Routing& rt, MoeAcc& acc,
                       SatCounters& sat) {
     using namespace cfg;
     Job jobs[MAX_JOBS];
@@ -876,6 +897,7 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
     M3VIT_BLOCKS_NAME(as);
     M3VIT_BLOCKS_NAME(ys);
 #pragma HLS BIND_STORAGE variable = sw type = ram_2p impl = bram
+#pragma HLS BIND_STORAGE variable = ys type = ram_2p impl = M3VIT_BIG_MEMORY
     static const char* const names[] = {"embed", "kv", "q", "proj", "fc1", "fc2", "router", "experts"};
     M3VIT_DATAFLOW_REGION(names[stage]) {
         M3VIT_PROCESS(loader, stage, b, task, weights, jobs, n_jobs, sw, sb);

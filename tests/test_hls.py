@@ -56,11 +56,12 @@ from m3vit.sim.quantize import QuantizedModel
 from tests.conftest import REPO_ROOT
 
 REDUCED = {"model.image_size": [32, 64], "model.depth": 2, "model.moe_blocks": [1]}
-ODD_TILES = {  # partial token tiles and key blocks, padded MAC tiles, hidden widths not multiples of mac_in
+ODD_TILES = {  # partial token tiles and key blocks (17 tokens: 12 + 5, 8 + 8 + 1), padded MAC tiles, hidden
+    # widths not multiples of mac_in; tiles stay multiples of the K/V values per kv_or_acc word (4 for 16-bit qkv)
     "hardware.mac_in": 32,
     "hardware.mac_out": 32,
-    "hardware.token_tile": 5,
-    "hardware.attn_key_block": 3,
+    "hardware.token_tile": 12,
+    "hardware.attn_key_block": 8,
     "model.expert_hidden": 40,
     "model.mlp_ratio": 2.5,
 }
@@ -395,6 +396,8 @@ def test_generated_project_is_relocatable(tmp_path) -> None:
             {"model.image_size": [256, 256], "numerics.qkv": {"bits": 23, "frac": 10}, "numerics.acc_bits": 52},
             "64-bit register",
         ),
+        ({"hardware.token_tile": 5}, "token_tile = 5 is not a multiple of 4"),
+        ({"hardware.attn_key_block": 6}, "attn_key_block = 6 is not a multiple of 4"),
     ],
 )
 def test_rejected_config_writes_nothing(tmp_path, overrides, match) -> None:

@@ -23,7 +23,7 @@ def pascal():
 
 @pytest.fixture(scope="module")
 def pascal_a8(pascal):
-    return with_overrides(pascal, **A8, **{"hardware.mac_out": 64})
+    return with_overrides(pascal, **A8, **{"hardware.mac_out": 64, "hardware.token_tile": 32})
 
 
 # ------------------------------------------------------------------------------------ rules
@@ -144,8 +144,11 @@ def test_on_chip_memory_is_independent_of_n_and_within_target(pascal_a8) -> None
         cfg = with_overrides(load_config(name), **A8, **{"hardware.mac_out": 64})
         mem = perf.on_chip_bytes(cfg)
         assert mem / perf.MIB <= 4.84
+        t, k = cfg.model.num_tokens, cfg.model.top_k
         for n in (8, 32, 64):
-            assert perf.on_chip_bytes(with_overrides(cfg, **{"model.num_experts": n})) == mem
+            # only the queue tables (3 words per expert) and the expert index width (≤ 1 byte per T·K entry)
+            grow = abs(perf.on_chip_bytes(with_overrides(cfg, **{"model.num_experts": n})) - mem)
+            assert grow <= 3 * 4 * 64 + t * k, (name, n, grow)
     # the all-on-chip alternative grows with N
     assert perf.on_chip_bytes(pascal_a8, expert_slots=16) > perf.on_chip_bytes(pascal_a8)
 
@@ -164,7 +167,7 @@ def test_resources_fit_and_preset_choices(pascal, pascal_a8) -> None:
     assert r.fits(pascal_a8.hardware.board_spec)
     assert r.dsp == sum(r.dsp_by_unit.values())
     assert set(r.placement.values()) <= {"bram", "uram", "lutram"}
-    assert r.placement["kv_or_acc"] == "uram"
+    assert r.placement["backbone::st.kv.w"] == "uram"  # kv_or_acc
     util = r.utilisation(pascal_a8.hardware.board_spec)
     assert all(0 <= u <= perf.ARCH.util_limit for u in util.values())
 

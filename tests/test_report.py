@@ -49,7 +49,7 @@ def test_report_files_and_plots(tiny_report) -> None:
     assert md.startswith("# Performance report: tiny")
     for name in report.PLOTS:
         assert f"({name}.png)" in md
-    assert "| expert_by_expert |" in md and "| block3 |" in md and "weight_slots" in md
+    assert "| expert_by_expert |" in md and "| block3 |" in md and "run_stage::sw" in md
 
 
 def test_report_cli_reduced_pascal(tmp_path: Path, capsys) -> None:

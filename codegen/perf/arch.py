@@ -113,6 +113,9 @@ class DatapathBits:
     ln_s2: int  # LayerNorm S2 = Σ x²
     ln_xc: int  # LayerNorm D·x − S1
     ln_xhat: int  # LayerNorm x̂
+    tok: int  # a token index
+    expert: int  # an expert index
+    hits: int  # experts added to a token's MoE accumulator (0 … K)
 
 
 def datapath_bits(cfg: DesignConfig) -> DatapathBits:
@@ -125,7 +128,19 @@ def datapath_bits(cfg: DesignConfig) -> DatapathBits:
         ln_s2=2 * act + lg_dim,
         ln_xc=act + lg_dim + 1,  # |D·x − S1| < D·2^act
         ln_xhat=math.ceil(math.log2(math.sqrt(dim))) + fmt.ln_hat_frac + 2,  # |x̂| < 2·sqrt(D)·2^Fh
+        tok=clog2(m.num_tokens + 1) + 1,
+        expert=clog2(m.num_experts + 1) + 1,
+        hits=clog2(m.top_k + 1) + 1,
     )
+
+
+def mac_operand_bits(cfg: DesignConfig) -> tuple[int, int]:
+    """(stationary, streamed) operand widths of the shared MAC array: the widest of the values each side
+    carries (weights, queries or probabilities; pixels, norm, qkv, hidden, act or logits)."""
+    fmt = cfg.numerics
+    w_bits = max(fmt.weight.bits, fmt.qkv.bits, PROB_OPERAND_BITS)
+    v_bits = max(fmt.input.bits, fmt.norm.bits, fmt.qkv.bits, fmt.hidden.bits, fmt.act.bits, fmt.logit.bits)
+    return w_bits, v_bits
 
 
 OPS: dict[str, tuple[str, str]] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from m3vit.codegen.bits import ceil_div, container_bits
+from m3vit.codegen.bits import ceil_div, container_bits, pow2_ceil
 from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.perf.arch import ARCH, Arch, array_packed, lanes, op_rate_div, tile_lengths
 
@@ -50,6 +50,88 @@ def slot_tiles(cfg: DesignConfig) -> int:
     if has_dense:
         groups += [ot(eh) * it(d) + ot(d) * it(eh), it(m.mlp_hidden)]
     return max(groups)
+
+
+@dataclass(frozen=True)
+class EngineGeometry:
+    """Sizes of the matmul engine's slots and tiles (hls/m3vit_linear.h), one fact for the generated constants
+    (codegen/hls.py) and the model's buffers (perf.buffers)."""
+
+    slot_tiles: int  # weight tiles (mac_out × mac_in) per slot
+    tile_rows: int  # slot words per tile = cycles to load a stationary tile
+    rows_per_word: int  # tile rows per slot word
+    slot_bias: int  # biases per slot
+    a_cols: int  # columns of an activation tile (the widest matmul input)
+    y_cols: int  # columns of an output tile (the widest job output)
+    hid_cols: int  # columns of an expert's hidden tile
+    max_tiles_job: int  # weight tiles of the largest matmul of one job
+    jobs: dict[str, int]  # dense stage → jobs
+    tokens_tt: int  # tokens padded to key chunks and tiles
+
+
+def engine_geometry(cfg: DesignConfig, arch: Arch = ARCH) -> EngineGeometry:
+    m, hw = cfg.model, cfg.hardware
+    mi, mo, tt = hw.mac_in, hw.mac_out, hw.token_tile
+    d, eh, f = m.dim, m.expert_hidden, m.mlp_hidden
+
+    def it(x: int) -> int:
+        return ceil_div(x, mi)
+
+    def ot(x: int) -> int:
+        return ceil_div(x, mo)
+
+    has_moe, has_dense = bool(m.moe_block_set), len(m.moe_block_set) < m.depth
+    st = slot_tiles(cfg)
+    dense = {"patch": (m.patch_dim, d), "qkv": (d, 3 * d), "proj": (d, d)}
+    if has_dense:
+        dense |= {"fc1": (d, f), "fc2": (f, d)}
+    if has_moe:
+        dense |= {"router": (d, m.num_experts)}
+    otc = {k: st // it(kk) for k, (kk, _n) in dense.items()}
+    rows_per = max(1, mo // arch.weight_reuse)
+    return EngineGeometry(
+        slot_tiles=st,
+        tile_rows=mo // rows_per,
+        rows_per_word=rows_per,
+        slot_bias=max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()]
+                      + ([ot(eh) * mo + ot(d) * mo] if has_moe else [])),
+        a_cols=max([it(kk) * mi for kk, _n in dense.values()] + ([it(d) * mi] if has_moe else [])),
+        y_cols=max([min(otc[k], ot(n)) * mo for k, (_kk, n) in dense.items()] + ([ot(d) * mo] if has_moe else [])),
+        hid_cols=max(ot(eh) * mo, it(eh) * mi) if has_moe else mo,
+        max_tiles_job=max([min(otc[k], ot(n)) * it(kk) for k, (kk, n) in dense.items()]
+                          + ([ot(eh) * it(d), ot(d) * it(eh)] if has_moe else [])),
+        jobs={k: ceil_div(ot(n), otc[k]) for k, (_kk, n) in dense.items()},
+        tokens_tt=ceil_div(m.num_tokens, max(mi, tt)) * max(mi, tt),
+    )
+
+
+KVA_WORD_BITS = 72
+"""Word of the kv_or_acc buffer: a URAM288 row (72 bits): KV_PER_WORD K/V values or two 36-bit accumulators."""
+
+
+def kv_or_acc_geometry(cfg: DesignConfig) -> dict[str, tuple[int, str]]:
+    """The kv_or_acc buffer's geometry (hls/m3vit_kv_or_acc.h), name → (value, what): K and Vᵀ of a block, or
+    its MoE accumulators, in KVA_BANKS cyclic banks of 72-bit words, enough banks for the widest access of
+    one cycle (a MAC_IN slice of K or Vᵀ, a group of accumulator lanes, an AXI word of act lanes)."""
+    m, hw, fmt = cfg.model, cfg.hardware, cfg.numerics
+    t, d = m.num_tokens, m.dim
+    kpw = 64 // container_bits(fmt.qkv.bits)
+    act_lanes = hw.axi_data_bits // container_bits(fmt.act.bits)
+    banks = pow2_ceil(max(ceil_div(hw.mac_in, kpw), ceil_div(lanes(cfg).out, 2), ceil_div(act_lanes, 2)))
+    k_row, v_row, a_row = ceil_div(d, kpw), ceil_div(engine_geometry(cfg).tokens_tt, kpw), ceil_div(d, 2)
+    v_base = t * k_row
+    words = max(v_base + d * v_row, t * a_row)
+    return {
+        "KV_PER_WORD": (kpw, "K/V values per kv_or_acc word"),
+        "KVA_BANKS": (banks, "kv_or_acc banks"),
+        "KVA_LOG_BANKS": (banks.bit_length() - 1, "log2 of the banks"),
+        "KVA_K_ROW": (k_row, "words of a K row"),
+        "KVA_V_ROW": (v_row, "words of a Vᵀ row"),
+        "KVA_V_BASE": (v_base, "first word of Vᵀ"),
+        "KVA_A_ROW": (a_row, "words of an accumulator row"),
+        "KVA_DEPTH": (ceil_div(words, banks), "words per bank"),
+        "KV_TRANSPOSE_PASSES": (ceil_div(ceil_div(hw.token_tile, kpw), banks), "cycles per Vᵀ row of a token tile"),
+    }
 
 
 @dataclass(frozen=True)

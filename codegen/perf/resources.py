@@ -4,18 +4,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from m3vit.codegen.bits import ceil_div, container_bits
 from m3vit.codegen.config import BoardSpec, DesignConfig
-from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC
+from m3vit.codegen.numerics import SCALE_FRAC, constants
 from m3vit.codegen.perf.arch import (
     ARCH,
     BRAM36_SHAPES,
     LUTRAM_MAX_BITS,
     LUTRAM_MAX_DEPTH,
     PROB_BITS,
-    PROB_OPERAND_BITS,
     RECIP_BITS,
     URAM_BITS,
     URAM_SHAPE,
@@ -24,10 +24,9 @@ from m3vit.codegen.perf.arch import (
     datapath_bits,
     dsps,
     lanes,
-    mlp_chunk_hidden,
-    slot_bytes,
-    weight_bytes,
+    mac_operand_bits,
 )
+from m3vit.codegen.perf.engine import KVA_WORD_BITS, engine_geometry, kv_or_acc_geometry
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -41,6 +40,7 @@ class Buffer:
     width: int
     note: str = ""
     banks: int = 1
+    bound: str | None = None  # storage kind the kernels bind it to (BIND_STORAGE impl), else placed by rule
 
     @property
     def bytes(self) -> int:
@@ -95,7 +95,7 @@ def place_buffers(bufs: list[Buffer], uram_cap: int, bound: dict[str, str] | Non
     bram = uram = lutram = 0
     kind: dict[str, str] = {}
     for b in sorted(bufs, key=lambda b: -b.bits):
-        k = bound.get(b.name)
+        k = bound.get(b.name, b.bound)
         if k is None:
             if b.bank_bits <= LUTRAM_MAX_BITS or b.depth <= LUTRAM_MAX_DEPTH:
                 k = "lutram"
@@ -114,45 +114,69 @@ def place_buffers(bufs: list[Buffer], uram_cap: int, bound: dict[str, str] | Non
     return Placement(kind, bram, uram, lutram)
 
 
+def big_memory(cfg: DesignConfig) -> str:
+    """Where the kernels bind their big buffers (kv_or_acc, output and hidden tiles): URAM when the board has
+    it, else BRAM (the generated m3vit_config.h's M3VIT_BIG_MEMORY)."""
+    return "uram" if cfg.hardware.board_spec.uram else "bram"
+
+
+def array_buffer(name: str, elem_bits: int, dims: Sequence[int], banks: int = 1, reshape: int = 1,
+                 reshape_dim: int = -1, bound: str | None = None, note: str = "") -> Buffer:
+    """The buffer of a C array ``elem_bits × dims``, as the HLS lint sizes a declared array: ``banks`` copies
+    (a partition or a stream of blocks) and a cyclic ARRAY_RESHAPE by ``reshape`` of dimension ``reshape_dim``
+    (ports ``reshape`` elements wide)."""
+    dims = list(dims)
+    dims[reshape_dim] = ceil_div(dims[reshape_dim], reshape)
+    width = elem_bits * reshape
+    return Buffer(name, banks * width * math.prod(dims), width, note, banks, bound)
+
+
 def buffers(cfg: DesignConfig, arch: Arch = ARCH, expert_slots: int = 2) -> list[Buffer]:
-    """Every on-chip buffer of the design (docs/performance.md §4). None depends on N (num_experts):
-    router weights stream through the weight slots, logits reuse the psum buffer and the queue tables hold
-    T·K entries plus an offset table sized for ``arch.max_experts``."""
+    """Every on-chip memory of the generated kernels (hls/), as they declare it: names are the HLS lint's
+    (function::variable), shapes and storage bindings the kernels'. Register files (fully partitioned arrays)
+    and LUTRAM scratch of the pipelines are not listed. None depends on N (num_experts) beyond its queues'
+    offset tables. docs/performance.md §4 describes each."""
     m, hw, n = cfg.model, cfg.hardware, cfg.numerics
-    t, d, hd, k = m.num_tokens, m.dim, m.head_dim, m.top_k
+    t, d, hd, k, ne = m.num_tokens, m.dim, m.head_dim, m.top_k, m.num_experts
     mi, mo, tt = hw.mac_in, hw.mac_out, hw.token_tile
+    dp = datapath_bits(cfg)
+    g = engine_geometry(cfg)
+    kva = {name: v for name, (v, _what) in kv_or_acc_geometry(cfg).items()}
     ln = lanes(cfg)
-    acc_c = arch.acc_container_bits
-    wbits = 8 * weight_bytes(cfg)
-    qkv_b, norm_b, hid_b, act_b = n.qkv.bits, n.norm.bits, n.hidden.bits, n.act.bits
-    c = mlp_chunk_hidden(cfg)
-    hid_w = max(m.expert_hidden, c)
-    ctx_acc = PROB_FRAC + n.qkv.bits + math.ceil(math.log2(t + 1)) + 1  # |acc| < T·2^15·2^(qkv.bits-1)
-    z_bits = 32
-    idx_bits = max(8, math.ceil(math.log2(t)))
-    tile_q = max(tt, mo)
-    kv = 2 * t * d * qkv_b
-    macc = t * d * acc_c
-    out = [
-        Buffer("weight_slots", expert_slots * slot_bytes(cfg) * 8, mi * mo * wbits // arch.weight_reuse,
-               f"{expert_slots} slots of {slot_bytes(cfg)} B; a mac_out×mac_in tile every {arch.weight_reuse} cycles"),
-        Buffer("kv_or_acc", max(kv, macc), max(mi * qkv_b, ln.out * acc_c),
-               "K,V (attention) or the MoE/MLP accumulator (MLP phase): never live together"),
-        Buffer("norm_tile", 2 * tile_q * d * norm_b, mi * norm_b, "LayerNorm output tile, double-buffered"),
-        Buffer("q_tile", mo * d * qkv_b, mi * qkv_b, "queries of one query group"),
-        Buffer("ctx_tile", mo * d * qkv_b, mi * qkv_b, "attention context of one query group"),
-        Buffer("attn_state", 2 * mo * (hd * ctx_acc + 2 * 32), ln.acc * ctx_acc, "m, l, acc of (group, head), x2"),
-        Buffer("score_block", 2 * mo * hw.attn_key_block * (z_bits + PROB_OPERAND_BITS), ln.exp * z_bits,
-               "z and p of one key block, double-buffered"),
-        Buffer("hidden_tile", 2 * tt * hid_w * hid_b, mi * hid_b, "expert / MLP-chunk hidden tile, x2"),
-        Buffer("psum", 2 * tt * mo * acc_c, mo * acc_c, "partial sums of a token tile (also router logits), x2"),
-        Buffer("x_tile", 2 * tile_q * d * act_b, max(ln.ln, ln.out) * act_b, "residual-stream tile from DDR, x2"),
-        Buffer("ln_stats", t * (2 * (act_b + math.ceil(math.log2(d)) + 1) + 17 + 6), 64,
-               "per-token S1, R, L of the next LayerNorm (LN2 on the fly for gathered tokens)"),
-        Buffer("routing", t * k * (idx_bits + 16 + 16), 64, "per-token experts + gates, and the T·K queue"),
-        Buffer("queue_offsets", (arch.max_experts + 1) * 16, 16, "sized for the largest N the config allows"),
+    consts = constants(cfg)
+    big = big_memory(cfg)
+    qkv, act, v_bits = n.qkv.bits, n.act.bits, mac_operand_bits(cfg)[1]
+    return [
+        array_buffer("run_stage::sw", n.weight.bits, (g.slot_tiles * g.tile_rows, g.rows_per_word, mi),
+                     banks=expert_slots, bound="bram",
+                     note=f"{expert_slots} weight slots of {g.slot_tiles} mac_out×mac_in tiles (ping-pong)"),
+        array_buffer("run_stage::sb", n.bias_bits, (g.slot_bias,), banks=expert_slots, note="the slots' biases"),
+        array_buffer("backbone::st.kv.w", KVA_WORD_BITS, (kva["KVA_DEPTH"],), banks=kva["KVA_BANKS"], bound=big,
+                     note="kv_or_acc: K and Vᵀ (attention) or the MoE accumulators (experts): never live together"),
+        array_buffer("backbone::st.kv.vrows", qkv, (tt, d), note="V rows of a token tile on their way into Vᵀ"),
+        array_buffer("run_stage::as", v_bits, (tt, g.a_cols), banks=2, note="activation tiles, x2"),
+        array_buffer("run_stage::ys", v_bits, (tt, g.y_cols), banks=2, bound=big, note="output tiles, x2"),
+        array_buffer("mac::hidden", v_bits, (tt, g.hid_cols), bound=big, note="an expert's hidden tile"),
+        array_buffer("layernorm_tile::xt", act, (tt, d), reshape=ln.ln,
+                     note="a token tile's rows while their statistics complete"),
+        array_buffer("run_stage::g", n.ln_param.bits, (d,), note="LayerNorm γ"),
+        array_buffer("run_stage::be", n.ln_param.bits, (d,), note="LayerNorm β"),
+        array_buffer("writer::res", act, (d,), note="the embedding's cls row"),
+        array_buffer("stage_attention::qs", qkv, (mo, d), banks=2, note="queries of a query group, x2"),
+        array_buffer("stage_attention::hs", dp.ctx_acc, (mo, hd + 1), banks=2,
+                     note="softmax state (acc, l) of a (group, head), x2"),
+        array_buffer("att_writer::ctx", qkv, (mo, d), reshape=ln.acc, note="context rows of a query group"),
+        array_buffer("backbone::st.acc.hits", dp.hits, (t,), note="experts added to each token's accumulator"),
+        array_buffer("backbone::st.rt.sel", dp.expert, (t, k), note="each token's experts"),
+        array_buffer("backbone::st.rt.gsel", PROB_BITS, (t, k), note="their gates"),
+        array_buffer("backbone::st.qs.tok", dp.tok, (t * k,), note="the experts' queues: tokens"),
+        array_buffer("backbone::st.qs.gate", PROB_BITS, (t * k,), note="the queues' gates"),
+        array_buffer("backbone::st.qs.start", 32, (ne + 1,), note="queue offsets"),
+        array_buffer("backbone::st.qs.used", 32, (ne,), note="used experts"),
+        array_buffer("backbone::st.rt.count", 32, (ne,), note="queue lengths"),
+        array_buffer("cfg::EXP2_TABLE", PROB_BITS, (len(consts.exp2),), note="2^(-f/2^Fz) in Q.15 (ROM)"),
+        array_buffer("cfg::GELU_TABLE", n.hidden.bits, (len(consts.gelu.values),), note="GELU breakpoints (ROM)"),
     ]
-    return [b for b in out if b.bits > 0]
 
 
 def on_chip_bytes(cfg: DesignConfig, arch: Arch = ARCH, expert_slots: int = 2) -> int:
@@ -224,8 +248,8 @@ def dsp_by_unit(cfg: DesignConfig) -> dict[str, int]:
         # ctx_rescale: acc · α on MAC_OUT lanes; the context writer's acc · R on ATT_OUT_LANES lanes
         "attn_rescale": dsps(dp.ctx_acc, PROB_BITS, hw.mac_out),
         "attn_ctx": dsps(dp.ctx_acc, RECIP_BITS, ln.acc),
-        # x² while a row arrives (plain read and finishing read), S1², (D·x − S1)·R and x̂·γ per norm lane
-        "layernorm": (2 * dsps(fmt.act.bits, fmt.act.bits, act_lanes) + dsps(dp.ln_s1, dp.ln_s1)
+        # x² per act lane while a row arrives, S1², (D·x − S1)·R and x̂·γ per norm lane
+        "layernorm": (dsps(fmt.act.bits, fmt.act.bits, act_lanes) + dsps(dp.ln_s1, dp.ln_s1)
                       + dsps(dp.ln_xc, RECIP_BITS, norm_lanes) + dsps(dp.ln_xhat, fmt.ln_param.bits, norm_lanes)),
         "gate": dsps(fmt.act.bits, PROB_BITS, ln.out),  # y · g (MoE)
         "router": dsps(PROB_BITS, RECIP_BITS, m.top_k),  # p · R of the selected experts
@@ -235,10 +259,10 @@ def dsp_by_unit(cfg: DesignConfig) -> dict[str, int]:
 def resources(cfg: DesignConfig, arch: Arch = ARCH, expert_slots: int = 2) -> Resources:
     """DSP / BRAM36 / URAM / LUT / FF estimate (docs/performance.md §5 states every coefficient)."""
     hw, m = cfg.hardware, cfg.model
-    board = hw.board_spec
     ln = lanes(cfg)
     dsps = dsp_by_unit(cfg)
-    placed = place_buffers(buffers(cfg, arch, expert_slots), math.floor(arch.util_limit * board.uram))
+    # Vitis puts an array in URAM only when BIND_STORAGE says so: no URAM budget for unbound buffers
+    placed = place_buffers(buffers(cfg, arch, expert_slots), uram_cap=0)
     bram, uram, lutram = placed.bram36, placed.uram, placed.lutram
     lanes_ma = hw.mac_in * hw.mac_out
     axi_scale = hw.axi_data_bits / 128

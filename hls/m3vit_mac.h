@@ -25,10 +25,11 @@ namespace m3vit {
 static const int PACK_BITS = 8;
 static const int PACK_LEN = dsp_pack<PACK_BITS, PACK_BITS>::max_len;
 
-// M3VIT_CSIM_UNROLL: g++ (C simulation) unrolls the next loop completely, as the HLS UNROLL pragma inside it
-// tells synthesis to. Unrolled, the lane loop's PACK_LEN cascades are independent dependency chains with
-// compile-time run boundaries. Empty for synthesis, the lint and other compilers.
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__SYNTHESIS__)
+// M3VIT_CSIM_UNROLL: g++ (native-type C simulation) unrolls the next loop completely, as the HLS UNROLL pragma
+// inside it tells synthesis to. Unrolled, the lane loop's PACK_LEN cascades are independent dependency
+// chains with compile-time run boundaries. Empty for synthesis, the lint, ap_int builds (their compile time
+// would grow more than their run time shrinks) and other compilers.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__SYNTHESIS__) && !defined(M3VIT_AP_TYPES)
 #define M3VIT_CSIM_UNROLL _Pragma("GCC unroll 64")
 #else
 #define M3VIT_CSIM_UNROLL

@@ -25,35 +25,53 @@ namespace m3vit {
 static const int PACK_BITS = 8;
 static const int PACK_LEN = dsp_pack<PACK_BITS, PACK_BITS>::max_len;
 
-// mac_rows<PACKING_ARRAY>(w, a, packed, phase, ps): the array's datapath, for a packing array (1) or one
-// multiplier per lane (0); only the design's one is instantiated.
-template <int PACKING_ARRAY>
-void mac_rows(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN], bool packed,
-              int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]);
+// M3VIT_CSIM_UNROLL: g++ (native-type C simulation) unrolls the next loop completely, as the HLS UNROLL pragma
+// inside it tells synthesis to. Unrolled, the lane loop's PACK_LEN cascades are independent dependency
+// chains with compile-time run boundaries. Empty for synthesis, the lint, ap_int builds (their compile time
+// would grow more than their run time shrinks) and other compilers.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__SYNTHESIS__) && !defined(M3VIT_AP_TYPES)
+#define M3VIT_CSIM_UNROLL _Pragma("GCC unroll 64")
+#else
+#define M3VIT_CSIM_UNROLL
+#endif
 
-// A packing array: one DSP48E2 per (row pair, lane). Its pre-adder input is the pair's two int8 weights
-// 18 bits apart (packed) or the phase row's operand alone (wide); B is the streamed value; P cascades over
-// runs of PACK_LEN lanes and is unpacked (or, wide, read whole: such a run never wraps) after each run.
-template <>
-inline void mac_rows<1>(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
-                        bool packed, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
+// mac_rows<PACKING_ARRAY, MODE>(w, a, packed, phase, ps): the array's datapath, for a packing array (1) or one
+// multiplier per lane (0); only the design's one is instantiated. MODE is the pre-adder's input select:
+// MAC_MODE_RUN (the synthesised multiplexer, chosen by `packed` each cycle), or resolved at compile time
+// (MAC_MODE_WIDE / MAC_MODE_PACKED: C simulation only, the same arithmetic without the per-lane select).
+static const int MAC_MODE_RUN = -1;
+static const int MAC_MODE_WIDE = 0;
+static const int MAC_MODE_PACKED = 1;
+
+// A packing array (the primary template; PACKING_ARRAY = 0 is the specialisation below): one DSP48E2 per
+// (row pair, lane). Its pre-adder input is the pair's two int8 weights 18 bits apart (packed) or the phase
+// row's operand alone (wide); B is the streamed value; P cascades over runs of PACK_LEN lanes and is
+// unpacked (or, wide, read whole: such a run never wraps) after each run.
+template <int PACKING_ARRAY, int MODE>
+inline void mac_rows(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
+                     bool packed_in, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
     {
 #pragma HLS INLINE
         using namespace cfg;
         typedef sint<PACK_BITS>::t p8;
+        const bool packed = MODE == MAC_MODE_RUN ? packed_in : MODE == MAC_MODE_PACKED;
         const int row = phase < 0 ? 0 : phase;
     MAC_PAIRS:
         for (int p = 0; p < MAC_OUT / 2; p++) {
 #pragma HLS UNROLL
+            const mac_w_t* w_hi = w[2 * p + 1];                   // packed: the A port's row (the high lane)
+            const mac_w_t* w_lo = w[2 * p + (packed ? 0 : row)];  // packed: D's row (low lane); wide: the operand
             mac_ps_t hi = 0, lo = 0, one = 0;
             dsp_p_t acc = 0;
+            int run = 0;  // lanes already in the current cascade
         MAC_LANES:
+            M3VIT_CSIM_UNROLL
             for (int k = 0; k < MAC_IN; k++) {
 #pragma HLS UNROLL
-                const dsp_ad_t ad = packed ? dsp_pack_ad<PACK_BITS>(p8(w[2 * p + 1][k]), p8(w[2 * p][k]))
-                                           : dsp_ad_t(w[2 * p + row][k]);
-                acc = dsp_madd(k % PACK_LEN == 0 ? dsp_p_t(0) : acc, ad, dsp_b_t(a[k]));
-                if (k % PACK_LEN == PACK_LEN - 1 || k == MAC_IN - 1) {  // the end of a cascade
+                const dsp_ad_t ad = packed ? dsp_pack_ad<PACK_BITS>(p8(w_hi[k]), p8(w_lo[k])) : dsp_ad_t(w_lo[k]);
+                acc = dsp_madd(run == 0 ? dsp_p_t(0) : acc, ad, dsp_b_t(a[k]));
+                if (++run == PACK_LEN || k == MAC_IN - 1) {  // the end of a cascade
+                    run = 0;
                     dsp_hi_t h;
                     dsp_lo_t l;
                     dsp_pack_unpack(acc, h, l);
@@ -74,8 +92,8 @@ inline void mac_rows<1>(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const c
 
 // An array that does not pack (weights wider than 8 bits): one multiplier per lane, every row every cycle.
 template <>
-inline void mac_rows<0>(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN], bool,
-                        int, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
+inline void mac_rows<0, MAC_MODE_RUN>(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg::mac_a_t a[cfg::MAC_IN],
+                                      bool, int, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
     {
 #pragma HLS INLINE
         using namespace cfg;
@@ -101,7 +119,15 @@ inline void mac_array(const cfg::mac_w_t w[cfg::MAC_OUT][cfg::MAC_IN], const cfg
                       bool packed, int phase, cfg::mac_ps_t ps[cfg::MAC_OUT]) {
 #pragma HLS INLINE off
 #pragma HLS PIPELINE II = 1
-    mac_rows<cfg::ARRAY_PACKED>(w, a, packed, phase, ps);
+#ifdef __SYNTHESIS__
+    mac_rows<cfg::ARRAY_PACKED, MAC_MODE_RUN>(w, a, packed, phase, ps);
+#else
+    // C simulation: the same datapath with the pre-adder's select resolved once per call instead of per lane
+    if (packed)
+        mac_rows<cfg::ARRAY_PACKED, cfg::ARRAY_PACKED ? MAC_MODE_PACKED : MAC_MODE_RUN>(w, a, packed, phase, ps);
+    else
+        mac_rows<cfg::ARRAY_PACKED, cfg::ARRAY_PACKED ? MAC_MODE_WIDE : MAC_MODE_RUN>(w, a, packed, phase, ps);
+#endif
 }
 
 // req_rt(acc, shift, bits, nsat) = SAT_bits(RSHR(acc, shift)) with run-time shift and width (the

@@ -3,7 +3,9 @@
 #   make csim CONFIG=…           generate, compile with g++, compare every layer of every task with the golden model
 #   make hls CONFIG=…            generate, then run run_hls.tcl with vitis-run or vitis_hls (fails if neither exists)
 #   make bench-csim              C-simulation compile and per-image times (tiny, m3vit_small_pascal)
-.PHONY: hls-generate csim hls bench-csim
+#   make bench-csim-baseline [BASELINE=main] [BENCH_CONFIG=…]   C-simulation CPU s/image of the working tree's
+#                                kernel headers next to a git revision's, and their ratio
+.PHONY: hls-generate csim hls bench-csim bench-csim-baseline
 
 hls-generate: install
 	$(PY) -m m3vit.codegen.project $(CONFIG)
@@ -16,6 +18,12 @@ hls: install
 
 bench-csim: install
 	$(PY) -c "from m3vit.sim.csim import bench_csim; bench_csim()"
+
+BASELINE ?= main
+BENCH_CONFIG ?= m3vit_small_pascal_dse
+BENCH_ROUNDS ?= 1
+bench-csim-baseline: install
+	$(PY) -c "from m3vit.sim.csim import bench_csim_baseline as b; b('$(BENCH_CONFIG)', '$(BASELINE)', $(BENCH_ROUNDS))"
 
 # make hls-lint CONFIG=…        static check of the generated project (libclang): bursts, trip counts, II, m_axi
 #                               pragmas, datapath, resource inventory vs the model and the board; writes lint.json

@@ -529,6 +529,76 @@ def bench_csim(
     return rows
 
 
+def baseline_project(project: str | Path, ref: str, dest: str | Path) -> Path:
+    """A copy of a generated project at ``dest`` whose files from ``hls/`` (kernel headers, C-sim API and
+    headers) are those of git revision ``ref`` of the source checkout (a file that ``ref`` lacks keeps
+    today's copy); the generated files (m3vit_config.h, the top and testbench sources) stay. Raises
+    CsimError when ``ref`` is not a revision of the checkout that holds ``hls/``."""
+    from m3vit.codegen.hls import CSIM_API, CSIM_HEADERS, HLS_DIR, KERNEL_HEADERS
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(["git", "-C", str(HLS_DIR), *args], capture_output=True)
+        except OSError:
+            raise CsimError("baseline headers need git (not found)") from None
+
+    check = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if check.returncode != 0:
+        raise CsimError(f"baseline {ref!r} is not a git revision of the checkout holding {HLS_DIR}")
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(project, dest)
+    files = [("src", h) for h in KERNEL_HEADERS] + [("tb", h) for h in (CSIM_API, *CSIM_HEADERS)]
+    for folder, name in files:
+        old = git("show", f"{ref}:./{name}")
+        if old.returncode == 0:
+            (dest / folder / name).write_bytes(old.stdout)
+    return dest
+
+
+def bench_csim_baseline(
+    config: str = "m3vit_small_pascal_dse", baseline: str = "main", rounds: int = 1, task: int = 0
+) -> dict[str, float | str | bool]:
+    """C-simulation CPU seconds per image of the working tree's kernel headers next to git revision
+    ``baseline``'s (same generated config, same flags), the two libraries run alternately ``rounds`` times
+    in this process; prints the medians and their ratio (CPU time of every thread: the machine may be
+    shared). Both must give the same tokens and saturation counts."""
+    import statistics
+
+    from m3vit.codegen.hls import generate_project
+    from m3vit.codegen.layout import pack_weights
+
+    cfg = load_config(config)
+    project = generate_project(cfg, build_dir("bench", cfg.name))
+    base = baseline_project(project, baseline, build_dir("bench", f"{cfg.name}@baseline"))
+    try:
+        libs = {"baseline": build_csim(base, cfg=cfg), "working tree": build_csim(project, cfg=cfg)}
+    except CsimError as err:
+        raise CsimError(f"{err} (a baseline's headers must match today's generated m3vit_config.h)") from None
+    packed = pack_weights(cfg, random_model(cfg, 0))
+    image = random_quantized_image(cfg, 0)
+    cpu: dict[str, list[float]] = {name: [] for name in libs}
+    results: dict[str, CsimResult] = {}
+    for lib in libs.values():
+        lib.set_weights(packed)
+    for _ in range(rounds):
+        for name, lib in libs.items():
+            t0 = time.process_time()
+            results[name] = lib.run(None, image, task)
+            cpu[name].append(time.process_time() - t0)
+    same = bool(np.array_equal(results["baseline"].tokens, results["working tree"].tokens)
+                and results["baseline"].saturation == results["working tree"].saturation)
+    old, new = (statistics.median(cpu[name]) for name in libs)
+    print(
+        f"[csim vs {baseline}] {cfg.name}: {cfg.model.num_tokens} tokens, task {cfg.model.task_names[task]}, "
+        f"median of {rounds}: baseline {old:.2f} s CPU/image, working tree {new:.2f} s CPU/image, "
+        f"ratio {old / new:.2f}x; same tokens and saturation {same}"
+    )
+    return {"design": cfg.name, "baseline": baseline, "baseline_cpu_s": old, "cpu_s": new,
+            "ratio": old / new, "same": same}
+
+
 bench = bench_csim
 """``make bench`` entry point (m3vit.explore.bench looks for ``m3vit.sim.csim.bench``)."""
 

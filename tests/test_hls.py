@@ -25,6 +25,7 @@ import pytest
 from m3vit.codegen.config import ConfigError, DesignConfig, load_config, with_overrides
 from m3vit.codegen.guards import MAX_IMAGES
 from m3vit.codegen.hls import (
+    CSIM_API,
     CSIM_HEADERS,
     KERNEL_HEADERS,
     TOP_ARGS,
@@ -43,6 +44,7 @@ from m3vit.sim.csim import (
     CsimError,
     CsimLibrary,
     ap_types_dir,
+    baseline_project,
     build_csim,
     build_testbench,
     compare_taps,
@@ -786,3 +788,26 @@ def test_repo_hls_headers_are_copied(tmp_path) -> None:
     out = generate_project(load_config("tiny"), tmp_path / "p")
     for h in KERNEL_HEADERS:
         assert (out / "src" / h).read_bytes() == (REPO_ROOT / "hls" / h).read_bytes()
+
+
+def test_baseline_project_takes_a_revisions_hls_files(tmp_path) -> None:
+    """The benchmark's baseline (sim.csim.baseline_project): hls/ files as git has them at a revision (here
+    the oldest one with hls/, read with `git cat-file`), today's copy where that revision lacks a file, generated files
+    untouched; a revision that does not exist is refused by name."""
+    project = generate_project(load_config("tiny"), tmp_path / "p")
+    git = ["git", "-C", str(REPO_ROOT)]
+    root = subprocess.run([*git, "log", "--reverse", "--format=%H", "--", "hls/m3vit_types.h"], capture_output=True,
+                          text=True, check=True).stdout.split()[0]  # the oldest revision with a kernel
+    base = baseline_project(project, root, tmp_path / "base")
+    files = [("src", h) for h in KERNEL_HEADERS] + [("tb", h) for h in (CSIM_API, *CSIM_HEADERS)]
+    differ = 0
+    for folder, name in files:
+        old = subprocess.run([*git, "cat-file", "blob", f"{root}:hls/{name}"], capture_output=True)
+        want = old.stdout if old.returncode == 0 else (project / folder / name).read_bytes()
+        assert (base / folder / name).read_bytes() == want, name
+        differ += want != (project / folder / name).read_bytes()
+    assert differ > 0  # the oldest revision's kernel is not today's
+    for name in ("src/m3vit_config.h", "src/m3vit_top.cpp", "weight_layout.json"):
+        assert (base / name).read_bytes() == (project / name).read_bytes()
+    with pytest.raises(CsimError, match="'no-such-rev' is not a git revision"):
+        baseline_project(project, "no-such-rev", tmp_path / "bad")

@@ -629,7 +629,7 @@ def _layout_context(cfg: DesignConfig) -> dict[str, Any]:
                 "fc2_w": 0 if moe else w(f"{p}.fc2.w"),
                 "fc2_b": 0 if moe else w(f"{p}.fc2.b"),
                 "router": w(f"{p}.router0.w") if moe else 0,
-                "experts": w(f"{p}.expert0.fc1.w") if moe else 0,
+                "expert_map": w(f"{p}.expert_map") if moe else 0,
             }
         )
     rel = {

@@ -73,6 +73,9 @@ class Accelerator:
         self, cfg: DesignConfig, regmap: RegisterMap, device: Device, weights: Weights,
         timeout_s: float = 30.0, max_batch: int = 1,
     ) -> None:
+        if weights.config_hash != cfg.config_hash():  # before anything is written to the device
+            raise WeightsError(f"{weights.path or 'weights'}: packed for design {weights.manifest['design']!r} "
+                               f"(config hash {weights.config_hash}), not {cfg.name!r} ({cfg.config_hash()})")
         self.cfg, self.regmap, self.device, self.weights = cfg, regmap, device, weights
         self.timeout_s = timeout_s
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_IMAGES:
@@ -220,6 +223,7 @@ class Accelerator:
         run as several kernel calls of at most MAX_IMAGES each.
         """
         t = self.cfg.model.task_index(task)
+        self.weights.check_task(self.cfg, t)  # a task-specialised file runs its own task only
         ints = self._images_to_int(images, quantized)
         tokens = self._execute_batches(pack_images, ints, t, 0, self.cfg.model.depth)
         return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
@@ -227,6 +231,7 @@ class Accelerator:
     def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
         """Debug: run layers ``first_layer..last_layer`` (i + 1 = block i) on integer tokens [B, T, dim] (act)."""
         t = self.cfg.model.task_index(task)
+        self.weights.check_task(self.cfg, t)
         depth = self.cfg.model.depth
         if not 1 <= first_layer <= last_layer <= depth:
             raise ValueError(f"layer range [{first_layer}, {last_layer}] must satisfy 1 <= first <= last <= {depth} "

@@ -235,3 +235,37 @@ def test_bad_pruning_manifest(pruned_file, edit, message) -> None:
     with pytest.raises(WeightsError, match=message) as err:
         parse_weights(data, cfg)
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ the command line
+def test_cli_pack_prune_plan_and_run(capsys, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from m3vit.cli import main
+
+    cfg = load_config("tiny")
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.detach().clone().contiguous() for k, v in reference(cfg).state_dict().items()}, str(ckpt))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: semseg_small\nconfig: tiny\nrule: by hand\ntasks:\n"
+                    "  semseg:\n    1: {experts: [2, 6]}\n    3: {experts: [4], top_k: 1}\n"
+                    "  depth:\n    1: {experts: [0, 1, 2]}\n")
+    out = tmp_path / "semseg.m3w"
+    assert main(["pack", str(ckpt), "tiny", "-o", str(out), "--prune-plan", str(plan), "--task", "semseg"]) == 0
+    assert "task semseg, plan 'semseg_small': experts kept block 1: 2 of 8, block 3: 1 of 8 (top-1)" in \
+        capsys.readouterr().out
+    w = load_weights(out, cfg)
+    assert w.expert_map(cfg) == expert_map(cfg, {"semseg": {1: ([2, 6], None), 3: ([4], 1)}})
+    assert w.device.size == weight_layout(cfg).total_bytes - 13 * region_bytes(cfg)
+    assert main(["run", "tiny", str(out), "--count", "1"]) == 0  # default: the file's own task only
+    printed = capsys.readouterr().out
+    assert "task semseg: output" in printed and "task depth" not in printed
+    assert main(["run", "tiny", str(out), "--count", "1", "--task", "depth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("m3vit: error:") and "\n" not in err and "pruned for task 'semseg'" in err
+    for bad, message in ((["--prune-plan", str(plan)], "go together"), (["--task", "semseg"], "go together"),
+                         (["--prune-plan", str(plan), "--task", "normals"], "normals")):
+        assert main(["pack", str(ckpt), "tiny", "-o", str(tmp_path / "x.m3w"), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, err
+    assert not (tmp_path / "x.m3w").exists()

@@ -116,27 +116,33 @@ class Accelerator:
     @classmethod
     def simulated(
         cls, cfg: DesignConfig | str | Path, weights: Weights | str | Path, project_dir: str | Path | None = None,
-        **kwargs: Any,
+        task: str | int | None = None, **kwargs: Any,
     ) -> Accelerator:
-        """The digital twin: same driver, a simulated device running the generated C-simulation library."""
+        """The digital twin: same driver, a simulated device running the generated C-simulation library.
+
+        ``task``: the task the caller will run, checked against a task-specialised file before the device
+        is even built (the driver checks every run's task anyway)."""
         from m3vit.host.csim_device import csim_device
 
         if "timeout_s" in kwargs:
             checked_timeout(kwargs["timeout_s"])  # before the C simulation is built
         cfg = cfg if isinstance(cfg, DesignConfig) else load_config(cfg)
         w = weights if isinstance(weights, Weights) else load_weights(weights, cfg)
+        if task is not None:
+            w.check_task(cfg, cfg.model.task_index(task))
         device, regmap = csim_device(cfg, project_dir)
         return cls(cfg, regmap, device, w, **kwargs)
 
     @classmethod
     def board(
-        cls, bitfile: str | Path, weights: str | Path, config: str | Path | None = None, **kwargs: Any
+        cls, bitfile: str | Path, weights: str | Path, config: str | Path | None = None,
+        task: str | int | None = None, **kwargs: Any,
     ) -> Accelerator:
         """On a PYNQ board (or a PC with ``PYNQ_REMOTE_DEVICES`` set): load ``bitfile`` and its ``.hwh``.
 
         ``config`` defaults to ``<bitfile stem>.yaml`` beside the bitstream (written by ``make bitstream``);
         the register map is ``register_map.json`` beside it. The weights must carry the bitstream's
-        config hash.
+        config hash; ``task`` as in :meth:`simulated` (checked before the bitstream is downloaded).
         """
         from m3vit.host.pynq_device import open_overlay
 
@@ -147,6 +153,8 @@ class Accelerator:
         regmap = RegisterMap.load(bitfile.with_name("register_map.json"))
         build_hash = json.loads(bitfile.with_suffix(".json").read_text())["config_hash"]
         w = load_weights(weights, cfg, build_hash=build_hash)  # checked before anything touches the device
+        if task is not None:
+            w.check_task(cfg, cfg.model.task_index(task))
         device = open_overlay(bitfile, regmap)
         return cls(cfg, regmap, device, w, **kwargs)
 

@@ -157,9 +157,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def open_accelerator(args: argparse.Namespace):
     from m3vit.host.driver import Accelerator
 
+    task = getattr(args, "task", None)  # a task-specialised .m3w for another task: refused before the device opens
     if args.bitfile:
-        return Accelerator.board(args.bitfile, args.weights, config=args.config)
-    return Accelerator.simulated(args.config, args.weights)
+        return Accelerator.board(args.bitfile, args.weights, config=args.config, task=task)
+    return Accelerator.simulated(args.config, args.weights, task=task)
 
 
 def load_images(path: str, cfg: DesignConfig) -> np.ndarray:

@@ -193,6 +193,21 @@ def test_twin_refuses_another_task_before_any_write(pruned_file) -> None:
         assert acc.device.memory.bytes_flushed == 0 and not acc.device.register_writes
 
 
+def test_twin_refuses_another_task_before_the_device_exists(pruned_file, monkeypatch) -> None:
+    import m3vit.host.csim_device
+
+    cfg, _, _, path, _ = pruned_file
+
+    def no_device(*args, **kwargs):
+        raise AssertionError("the device was built for a refused task")
+
+    monkeypatch.setattr(m3vit.host.csim_device, "csim_device", no_device)
+    with pytest.raises(WeightsError, match=r"pruned for task 'depth'.*cannot run task 'semseg'"):
+        Accelerator.simulated(cfg, path, task="semseg")
+    with pytest.raises(AssertionError, match="device was built"):  # the right task goes on to build it
+        Accelerator.simulated(cfg, path, task=1)
+
+
 def test_refuses_another_config_before_any_write(pruned_file) -> None:
     cfg, _, _, path, _ = pruned_file
     other = with_overrides(cfg, **{"model.top_k": 1})

@@ -579,13 +579,12 @@ def _layout_context(cfg: DesignConfig) -> dict[str, Any]:
                 "fc2_w": 0 if moe else w(f"{p}.fc2.w"),
                 "fc2_b": 0 if moe else w(f"{p}.fc2.b"),
                 "router": w(f"{p}.router0.w") if moe else 0,
-                "experts": w(f"{p}.expert0.fc1.w") if moe else 0,
+                "expert_map": w(f"{p}.expert_map") if moe else 0,
             }
         )
     rel = {
         "ROUTER_TASK_STRIDE": 0,
         "ROUTER_B_REL": 0,
-        "EXPERT_STRIDE": 0,
         "EXPERT_B1_REL": 0,
         "EXPERT_W2_REL": 0,
         "EXPERT_B2_REL": 0,
@@ -599,7 +598,6 @@ def _layout_context(cfg: DesignConfig) -> dict[str, Any]:
         rel = {
             "ROUTER_TASK_STRIDE": wl.router_task_stride(i) // wb,
             "ROUTER_B_REL": w(f"{p}.router0.b") - w(f"{p}.router0.w"),
-            "EXPERT_STRIDE": wl.expert_stride(i) // wb,
             "EXPERT_B1_REL": w(f"{p}.expert0.fc1.b") - base_e,
             "EXPERT_W2_REL": w(f"{p}.expert0.fc2.w") - base_e,
             "EXPERT_B2_REL": w(f"{p}.expert0.fc2.b") - base_e,

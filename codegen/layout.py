@@ -13,9 +13,13 @@ Weight buffer (one m_axi port, ``weights``)
     else is row-major (2-D tensors with each row padded to whole AXI words).
 
     Per MoE block, the routers of all tasks follow each other with a constant stride
-    (``router_task_stride``: the task register selects one, nothing is reloaded) and the experts follow
-    each other with a constant stride (``expert_stride``), each expert's ``w1, b1, w2, b2`` contiguous so
-    one expert is one burst region.
+    (``router_task_stride``: the task register selects one, nothing is reloaded), then the block's expert
+    map ``block{i}.expert_map``: ``1 + N`` int32 ``[K', off_0, ..., off_{N-1}]``, the layer's top-K and each
+    expert's word offset in the buffer, -1 for a pruned expert (docs/pruning.md §6). The experts themselves
+    sit after every other tensor, block after block, each expert's ``w1, b1, w2, b2`` contiguous (one burst
+    region, ``expert_bytes``). A full image stores every expert (K' = K, constant ``expert_stride``); a
+    task-specialised image (``weight_layout(cfg, kept)``) stores only the kept experts, back to back, so the
+    kernel reads everything but the experts at the config's offsets and the experts through the map.
 
 Scratch buffer (m_axi port ``scratch``)
     Row-major activation regions ``[rows][cols]`` (rows padded to whole AXI words) that hold every
@@ -33,6 +37,7 @@ any object shaped like :class:`m3vit.sim.quantize.QuantizedModel`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,14 +99,35 @@ class TensorSpec:
         return int(np.prod(self.stored_shape)) * self.container_bits // 8
 
 
-class WeightLayout:
-    """The packed weight buffer of one design; build with :func:`weight_layout`."""
+EXPERT_MAP_BITS = 32
+"""Container of one expert-map entry (K', then each expert's word offset or -1)."""
 
-    def __init__(self, cfg: DesignConfig) -> None:
+
+class WeightLayout:
+    """The packed weight buffer of one design; build with :func:`weight_layout`.
+
+    ``kept`` (MoE block → an object with ``experts``, ascending, and ``top_k``, such as
+    :class:`m3vit.sim.pruning.KeptExperts`) makes a task-specialised layout holding only those experts;
+    blocks not listed keep every expert at the config's top-K.
+    """
+
+    def __init__(self, cfg: DesignConfig, kept: Mapping[int, Any] | None = None) -> None:
         self.cfg = cfg
-        hw = cfg.hardware
+        hw, m = cfg.hardware, cfg.model
         self.word_bytes = hw.axi_data_bits // 8
         self.mac_out, self.mac_in = hw.mac_out, hw.mac_in
+        self.kept: dict[int, tuple[tuple[int, ...], int]] = {
+            b: (tuple(range(m.num_experts)), m.top_k) for b in sorted(m.moe_block_set)
+        }
+        for b, k in (kept or {}).items():
+            experts, top_k = tuple(int(e) for e in k.experts), int(k.top_k)
+            if b not in self.kept:
+                raise ValueError(f"block {b!r} is not an MoE layer; MoE blocks are {sorted(self.kept)}")
+            if (list(experts) != sorted(set(experts)) or not experts or experts[0] < 0
+                    or experts[-1] >= m.num_experts or not 1 <= top_k <= min(m.top_k, len(experts))):
+                raise ValueError(f"block {b}: kept experts {list(experts)} with top_k {top_k} must be ascending, "
+                                 f"distinct, in [0, {m.num_experts - 1}], at least top_k, top_k in [1, {m.top_k}]")
+            self.kept[b] = (experts, top_k)
         self.tensors: list[TensorSpec] = []
         self._cursor = 0
         self._build()
@@ -165,12 +191,14 @@ class WeightLayout:
             if m.is_moe(i):
                 for t in range(len(m.tasks)):
                     self._linear(f"{p}.router{t}", m.num_experts, m.dim, n.norm)
-                for e in range(m.num_experts):
-                    self._linear(f"{p}.expert{e}.fc1", m.expert_hidden, m.dim, n.norm)
-                    self._linear(f"{p}.expert{e}.fc2", m.dim, m.expert_hidden, n.hidden)
+                self._add(f"{p}.expert_map", (1 + m.num_experts,), EXPERT_MAP_BITS, 0, tiled=False)
             else:
                 self._linear(f"{p}.fc1", m.mlp_hidden, m.dim, n.norm)
                 self._linear(f"{p}.fc2", m.dim, m.mlp_hidden, n.hidden)
+        for i, (experts, _) in self.kept.items():  # the experts last: only their total depends on a plan
+            for e in experts:
+                self._linear(f"block{i}.expert{e}.fc1", m.expert_hidden, m.dim, n.norm)
+                self._linear(f"block{i}.expert{e}.fc2", m.dim, m.expert_hidden, n.hidden)
 
     # ----------------------------------------------------------------------------------- queries
     @property
@@ -202,18 +230,36 @@ class WeightLayout:
 
     def expert_bytes(self, block: int) -> int:
         """Bytes of one expert's burst region (w1, b1, w2, b2)."""
-        p = f"block{block}.expert0"
+        p = f"block{block}.expert{self.kept[block][0][0]}"
         end = self.by_name[f"{p}.fc2.b"]
         return end.offset + end.nbytes - self.by_name[f"{p}.fc1.w"].offset
 
+    @property
+    def pruned(self) -> bool:
+        """Whether some MoE layer keeps fewer experts (or a lower top-K) than the config."""
+        m = self.cfg.model
+        return any(len(e) < m.num_experts or k < m.top_k for e, k in self.kept.values())
 
-def weight_layout(cfg: DesignConfig) -> WeightLayout:
-    """The packed weight-buffer layout of ``cfg``."""
-    return WeightLayout(cfg)
+    def expert_map_row(self, block: int) -> np.ndarray:
+        """MoE block ``block``'s expert map: ``[K', off_0, ..., off_{N-1}]``, word offsets, -1 = pruned."""
+        experts, top_k = self.kept[block]
+        row = np.full(1 + self.cfg.model.num_experts, -1, np.int64)
+        row[0] = top_k
+        for e in experts:
+            row[1 + e] = self.words(f"block{block}.expert{e}.fc1.w")
+        if row.max() >= 1 << (EXPERT_MAP_BITS - 1):
+            raise ValueError(f"block {block}: expert offsets {row.max()} words do not fit the int32 expert map")
+        return row
 
 
-def tensor_values(cfg: DesignConfig, qmodel: Any) -> dict[str, np.ndarray]:
-    """Every tensor of a QuantizedModel under its layout name (logical shapes, int64)."""
+def weight_layout(cfg: DesignConfig, kept: Mapping[int, Any] | None = None) -> WeightLayout:
+    """The packed weight-buffer layout of ``cfg`` (task-specialised with ``kept``, see :class:`WeightLayout`)."""
+    return WeightLayout(cfg, kept)
+
+
+def tensor_values(cfg: DesignConfig, qmodel: Any, kept: Mapping[int, Any] | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of a QuantizedModel under its layout name (logical shapes, int64), every expert, and the
+    MoE blocks' expert maps of ``weight_layout(cfg, kept)``."""
     m = cfg.model
     out: dict[str, np.ndarray] = {
         "patch.w": qmodel.patch.w,
@@ -251,6 +297,8 @@ def tensor_values(cfg: DesignConfig, qmodel: Any) -> dict[str, np.ndarray]:
                     f"{p}.fc2.b": blk.fc2.b,
                 }
             )
+    lay = weight_layout(cfg, kept)
+    out.update({f"block{b}.expert_map": lay.expert_map_row(b) for b in lay.kept})
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
@@ -285,13 +333,14 @@ def _from_stored(spec: TensorSpec, stored: np.ndarray) -> np.ndarray:
     return stored.reshape(spec.shape)
 
 
-def pack_weights(cfg: DesignConfig, qmodel: Any) -> np.ndarray:
-    """Pack a QuantizedModel into the weight buffer: a ``uint8`` array of ``weight_layout(cfg).total_bytes``.
+def pack_weights(cfg: DesignConfig, qmodel: Any, kept: Mapping[int, Any] | None = None) -> np.ndarray:
+    """Pack a QuantizedModel into the weight buffer: a ``uint8`` array of ``weight_layout(cfg, kept).total_bytes``
+    (``kept``: MoE block → kept experts and top-K of a task-specialised image; pruned experts are not stored).
 
     Raises ValueError when a tensor's shape or values do not fit the layout.
     """
-    lay = weight_layout(cfg)
-    values = tensor_values(cfg, qmodel)
+    lay = weight_layout(cfg, kept)
+    values = tensor_values(cfg, qmodel, kept)
     buf = np.zeros(lay.total_bytes, np.uint8)
     for spec in lay.tensors:
         stored = _to_stored(spec, values[spec.name]).astype(_np_dtype(spec.container_bits))
@@ -300,9 +349,11 @@ def pack_weights(cfg: DesignConfig, qmodel: Any) -> np.ndarray:
     return buf
 
 
-def unpack_weights(cfg: DesignConfig, buf: np.ndarray | bytes) -> dict[str, np.ndarray]:
-    """Inverse of :func:`pack_weights`: layout name → logical int64 tensor."""
-    lay = weight_layout(cfg)
+def unpack_weights(
+    cfg: DesignConfig, buf: np.ndarray | bytes, kept: Mapping[int, Any] | None = None
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_weights`: layout name → logical int64 tensor (the stored experts only)."""
+    lay = weight_layout(cfg, kept)
     raw = (
         np.frombuffer(bytes(buf), np.uint8)
         if isinstance(buf, (bytes, bytearray))
@@ -497,6 +548,7 @@ def layout_json(cfg: DesignConfig) -> dict[str, Any]:
         moe[f"block{i}"] = {
             "router_base": wl.by_name[f"block{i}.router0.w"].offset,
             "router_task_stride": wl.router_task_stride(i),
+            "expert_map": wl.by_name[f"block{i}.expert_map"].offset,
             "expert_base": wl.by_name[f"block{i}.expert0.fc1.w"].offset,
             "expert_stride": wl.expert_stride(i),
             "expert_bytes": wl.expert_bytes(i),
@@ -537,6 +589,7 @@ def write_layout_json(cfg: DesignConfig, path: str | Path) -> Path:
 
 
 __all__ = [
+    "EXPERT_MAP_BITS",
     "SAT_CLASSES",
     "TAP_REGIONS",
     "Region",

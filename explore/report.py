@@ -8,7 +8,10 @@ and writes into ``out_dir``: ``report.html``, ``report.md`` and four PNG plots �
 * ``roofline.png``: each step kind against the design's and the board's DSP roofs and the DDR roofs;
 * ``expert_load.png``: tokens per expert for every task and MoE layer (heatmaps);
 * ``schedules.png``: DDR expert traffic, on-chip memory and latency of the four schedules (bars), with
-  the paper's numbers where it reports them.
+  the paper's numbers where it reports them;
+* ``pruning.png`` (with ``--sweep SWEEP.json`` from ``m3vit experts sweep``): each task's metric against the
+  expert bytes fetched per image and against the modeled latency, one point per pruning plan, with the
+  sweep as a table (docs/pruning.md §5).
 
     m3vit report m3vit_small_pascal -o build/m3vit_small_pascal/report
 """
@@ -16,9 +19,11 @@ and writes into ``out_dir``: ``report.html``, ``report.md`` and four PNG plots �
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +48,31 @@ class ReportData:
     routings: sch.RoutingSet
     routing_source: str
     schedules: list[sch.ScheduleResult]
+    sweep: Mapping[str, Any] | None = None  # an `m3vit experts sweep` JSON (load_sweep)
+
+
+SWEEP_KEYS = ("task", "plan", "experts_kept", "metric", "float", "fixed", "weight_bytes_stored",
+              "expert_bytes_fetched_per_image", "latency_ms")
+
+
+def load_sweep(path: str | Path, cfg: DesignConfig) -> dict[str, Any]:
+    """Read an ``m3vit experts sweep`` JSON for ``cfg``; UserError (one line) naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--sweep {path}: no such file (write one with m3vit experts sweep ... --json {path})")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"--sweep {path}: not JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise UserError(f"--sweep {path}: expected an object with a non-empty 'rows' list (m3vit experts sweep)")
+    if data.get("config") != cfg.name:
+        raise UserError(f"--sweep {path}: a sweep of config {data.get('config')!r}, not {cfg.name!r}")
+    for i, row in enumerate(data["rows"]):
+        missing = [k for k in SWEEP_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise UserError(f"--sweep {path}: row {i} lacks {missing}")
+    return data
 
 
 def collect(cfg: DesignConfig, routing: str = "golden", images: int = 1, lru_caches: Sequence[int] = (2, 8),
@@ -189,6 +219,33 @@ def plot_expert_load(d: ReportData, path: Path) -> Path:
     return path
 
 
+def plot_sweep(d: ReportData, path: Path) -> Path:
+    """Per task: fixed-point metric vs expert KiB fetched per image and vs modeled latency, a point per plan."""
+    plt = _plt()
+    rows = d.sweep["rows"] if d.sweep else []
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.2 * len(tasks)), squeeze=False, layout="constrained")
+    for i, task in enumerate(tasks):
+        mine = [r for r in rows if r["task"] == task]
+        for ax, key, scale, label in ((axes[i][0], "expert_bytes_fetched_per_image", 1 / 1024,
+                                       "expert KiB fetched / image"),
+                                      (axes[i][1], "latency_ms", 1e3, "modeled latency (µs)")):
+            xs = [r[key] * scale for r in mine]
+            ax.plot(xs, [r["fixed"] for r in mine], "o", color="#1f77b4", label="fixed point")
+            ax.plot(xs, [r["float"] for r in mine], "x", color="#ff7f0e", label="float")
+            for x, r in zip(xs, mine, strict=True):
+                ax.annotate(r["plan"], (x, r["fixed"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel(f"{task} {mine[0]['metric']}", fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[i][0].legend(fontsize=7)
+    fig.suptitle(f"{d.cfg.name}: pruning plans (m3vit experts sweep, {d.sweep.get('images') if d.sweep else 0} "
+                 f"images)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_schedules(d: ReportData, path: Path) -> Path:
     """Bars per schedule: DDR expert traffic, on-chip memory, latency; paper values as red marks."""
     plt = _plt()
@@ -280,6 +337,18 @@ def buffer_rows(d: ReportData) -> list[list[str]]:
     return [[b.name, f"{b.bytes:,}", str(b.width), place.get(b.name, ""), b.note] for b in d.perf.buffers]
 
 
+SWEEP_HEAD = ("task", "plan", "experts kept / layer", "metric", "float", "fixed", "weight KiB stored",
+              "expert KiB fetched / image", "modeled latency µs")
+
+
+def sweep_rows(d: ReportData) -> list[list[str]]:
+    """The pruning sweep's rows (docs/pruning.md §5), as ``m3vit experts sweep`` prints them."""
+    return [[r["task"], r["plan"], ",".join(str(v) for v in r["experts_kept"].values()), r["metric"],
+             f"{r['float']:.4f}", f"{r['fixed']:.4f}", f"{r['weight_bytes_stored'] / 1024:.1f}",
+             f"{r['expert_bytes_fetched_per_image'] / 1024:.1f}", f"{r['latency_ms'] * 1e3:.1f}"]
+            for r in (d.sweep["rows"] if d.sweep else [])]
+
+
 def schedule_rows(d: ReportData) -> list[list[str]]:
     paper = sch.PAPER.get(d.cfg.name.removesuffix("_dse"), {})
     rows = []
@@ -312,6 +381,10 @@ def render_markdown(d: ReportData, plots: dict[str, Path]) -> str:
     if "schedules" in plots:
         parts += ["## MoE schedules", "", f"![schedules]({plots['schedules'].name})", "",
                   _md_table(SCHED_HEAD, schedule_rows(d)), ""]
+    if "pruning" in plots:
+        chosen = ", ".join(f"{t}: {p}" for t, p in (d.sweep or {}).get("chosen", {}).items())
+        parts += ["## Expert pruning", "", f"![pruning]({plots['pruning'].name})", "",
+                  _md_table(SWEEP_HEAD, sweep_rows(d)), "", *([f"Plan to ship: {chosen}.", ""] if chosen else [])]
     parts += ["## On-chip buffers", "", _md_table(("buffer", "bytes", "port bits", "memory", "what"),
                                                   buffer_rows(d)), ""]
     return "\n".join(parts)
@@ -341,6 +414,11 @@ def render_html(d: ReportData, plots: dict[str, Path]) -> str:
     if "schedules" in plots:
         sec += ["<h2>MoE schedules</h2>", f'<img src="{plots["schedules"].name}" alt="schedules">',
                 _html_table(SCHED_HEAD, schedule_rows(d))]
+    if "pruning" in plots:
+        chosen = ", ".join(f"{t}: {p}" for t, p in (d.sweep or {}).get("chosen", {}).items())
+        sec += ["<h2>Expert pruning</h2>", f'<img src="{plots["pruning"].name}" alt="pruning plans">',
+                _html_table(SWEEP_HEAD, sweep_rows(d)),
+                *([f"<p>Plan to ship: {html.escape(chosen)}.</p>"] if chosen else [])]
     sec += ["<h2>On-chip buffers</h2>",
             _html_table(("buffer", "bytes", "port bits", "memory", "what"), buffer_rows(d))]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(d.cfg.name)} performance"
@@ -348,16 +426,21 @@ def render_html(d: ReportData, plots: dict[str, Path]) -> str:
 
 
 def write_report(cfg: DesignConfig, out_dir: str | Path, routing: str = "golden", images: int = 1,
-                 progress: bool = False, data: ReportData | None = None) -> dict[str, Path]:
+                 progress: bool = False, data: ReportData | None = None,
+                 sweep: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write report.html, report.md and the PNG plots into ``out_dir``; returns their paths (a dense model
-    has no expert-load and schedule plots)."""
+    has no expert-load and schedule plots; ``sweep``, a :func:`load_sweep` result, adds the pruning plot)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     d = data or collect(cfg, routing, images, progress=progress)
+    if sweep is not None:
+        d = ReportData(d.cfg, d.perf, d.task_latency_ms, d.routings, d.routing_source, d.schedules, sweep)
     plots = {"layers": plot_layers(d, out / "layers.png"), "roofline": plot_roofline(d, out / "roofline.png")}
     if d.routings.blocks:  # a dense model has no routing to show
         plots["expert_load"] = plot_expert_load(d, out / "expert_load.png")
         plots["schedules"] = plot_schedules(d, out / "schedules.png")
+    if d.sweep:
+        plots["pruning"] = plot_sweep(d, out / "pruning.png")
     (out / "report.md").write_text(render_markdown(d, plots))
     (out / "report.html").write_text(render_html(d, plots))
     return {"html": out / "report.html", "markdown": out / "report.md", **plots}
@@ -374,14 +457,17 @@ def command(argv: Sequence[str]) -> int:
     ap.add_argument("--images", type=int_range(1, 64), default=1, help="random images per task for the routings")
     ap.add_argument("--image-size", type=int_range(1, 8192), nargs=2, metavar=("H", "W"), default=None,
                     help="override the image size (a quick look at a reduced size)")
+    ap.add_argument("--sweep", default=None, help="add the pruning trade-off: a sweep JSON of m3vit experts sweep "
+                    "(e.g. build/experts/<name>/sweep.json)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
+    sweep = load_sweep(args.sweep, cfg) if args.sweep else None  # checked before the (slow) model runs
     if args.image_size:
         cfg = with_overrides(cfg, **{"model.image_size": list(args.image_size)})
     out = Path(args.output) if args.output else build_dir(cfg.name, "report")
     if out.exists() and not out.is_dir():
         raise UserError(f"-o/--output {out} is a file; give the folder to write the report into")
-    paths = write_report(cfg, out, args.routing, args.images, progress=True)
+    paths = write_report(cfg, out, args.routing, args.images, progress=True, sweep=sweep)
     print(f"wrote {paths['html']} and {paths['markdown']} ({len(paths) - 2} plots)")
     return 0
 

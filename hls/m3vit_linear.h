@@ -137,8 +137,9 @@ inline DenseTiles dense_tiles(int stage) {
 struct Job {
     int ot0, ot_n;
     int tile0, tiles;  // dense: the job's weight tiles [tile0, tile0 + tiles) of the matrix (ot0·it, ot_n·it)
-    int expert;  // -1 for dense jobs
-    int q0, n;   // expert queue range (dense: 0, rows)
+    int expert;        // -1 for dense jobs
+    int q0, n;         // expert queue range (dense: 0, rows)
+    uint64_t base;     // expert jobs: the expert's word offset in the weight image (its expert-map entry)
 };
 
 // ------------------------------------------------------------------------------------------ blocks
@@ -155,6 +156,7 @@ struct Queues {
     int start[cfg::EXPERTS + 1];                 // expert e's queue is [start[e], start[e+1])
     int used[cfg::EXPERTS];                      // experts with a non-empty queue, ascending
     int n_used;
+    uint64_t base[cfg::EXPERTS];                 // each expert's word offset (the layer's expert map)
 };
 
 // The MoE accumulators A[token][c] = Σ y·g (exact, on chip, in kv_or_acc: m3vit_kv_or_acc.h) are written by
@@ -165,11 +167,33 @@ struct MoeAcc {
 };
 
 // Each token's experts and gates and the experts' queue lengths: written by the router stage's writer.
+// The layer's expert map (from the weight image, read before the router stage): which experts the image
+// holds (the others are pruned: they take no part in the routing), their word offsets, and K' ≤ TOP_K,
+// the selections per token (sel/gsel entries k ≥ top_k are unused).
 struct Routing {
     cfg::expert_t sel[cfg::TOKENS][cfg::TOP_K];
     cfg::prob_t gsel[cfg::TOKENS][cfg::TOP_K];
     int count[cfg::EXPERTS];
+    bool kept[cfg::EXPERTS];
+    uint64_t base[cfg::EXPERTS];
+    int top_k;
 };
+
+// read_expert_map(weights, b, rt): MoE block b's expert map [K', off_0..off_{N-1}] (int32, off -1 = pruned)
+// into rt.kept, rt.base, rt.top_k. One burst of ceil((1 + EXPERTS) / lanes) words.
+inline void read_expert_map(const cfg::word_t* weights, int b, Routing& rt) {
+    using namespace cfg;
+    sint<32>::t row[1 + EXPERTS];
+#pragma HLS ARRAY_PARTITION variable = row complete
+    burst_read_elems<32>(weights + BLOCK_OFF[b].expert_map, 0, 1 + EXPERTS, row);
+    rt.top_k = int(to_i64(row[0]));
+    for (int e = 0; e < EXPERTS; e++) {
+#pragma HLS UNROLL
+        const int64_t off = to_i64(row[1 + e]);
+        rt.kept[e] = off >= 0;
+        rt.base[e] = off >= 0 ? uint64_t(off) : uint64_t(0);
+    }
+}
 
 // ------------------------------------------------------------------------------------------ scheduler
 // job_list(stage, qs, jobs, n_jobs): the jobs of a stage in order.
@@ -189,6 +213,7 @@ inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
             jobs[n].expert = e;
             jobs[n].q0 = qs.start[e];
             jobs[n].n = qs.start[e + 1] - qs.start[e];
+            jobs[n].base = qs.base[e];
             n++;
         }
         return n;
@@ -206,6 +231,7 @@ JOBS_DENSE:
         jobs[n].tiles = (dt.end - tile0 < dt.step) ? dt.end - tile0 : dt.step;
         tile0 += dt.step;
         jobs[n].expert = -1;
+        jobs[n].base = 0;
         jobs[n].q0 = 0;
         jobs[n].n = stage_rows(stage);
         n++;
@@ -295,12 +321,13 @@ inline StageWeights stage_weights(int stage, int b, unsigned task) {
             s.w = o.router + uint64_t(task) * ROUTER_TASK_STRIDE;
             s.b = s.w + ROUTER_B_REL;
             break;
-        default: s.w = o.experts; s.b = 0; break;
+        default: s.w = 0; s.b = 0; break;  // experts: each job's offset from the block's expert map
     }
     return s;
 }
 
-// loader(...): one slot per job, in job order; each used expert's weights are fetched exactly once.
+// loader(...): one slot per job, in job order; each used expert's weights are fetched exactly once, from
+// its offset in the layer's expert map (a pruned expert is never used, so never fetched).
 inline void loader(int stage, int b, unsigned task, const cfg::word_t* weights, const Job jobs[], int n_jobs,
                    hls::stream_of_blocks<slot_w_t, 2>& sw, hls::stream_of_blocks<slot_b_t, 2>& sb) {
     using namespace cfg;
@@ -317,7 +344,7 @@ LOADER_JOBS:
         hls::write_lock<slot_b_t> bb(sb);
         WeightRun r;
         if (stage == ST_EXPERTS) {
-            const uint64_t base = sw0.w + uint64_t(job.expert) * EXPERT_STRIDE;
+            const uint64_t base = job.base;
             M3VIT_LEDGER_STEP("expert", job.expert);
             M3VIT_NOTE_EXPERT(b, job.expert, 0, 0, j & 1);
             r.w_off = base;
@@ -659,9 +686,10 @@ KV_TRANSPOSE:
     }
 }
 
-// route_token(lg, rt, tok): softmax gates over all experts of one logit row and the top-K experts by logit
-// (ties → lower expert index), into rt.sel[tok], rt.gsel[tok], and the experts' queue counts. Every expert
-// lane works in parallel (unrolled); one token per cycle when pipelined.
+// route_token(lg, rt, tok): softmax gates over the kept experts of one logit row and the top-K' kept experts
+// by logit (ties → lower expert index), into rt.sel[tok], rt.gsel[tok], and the experts' queue counts;
+// pruned experts take no part, as if their logit were -inf (docs/numerics.md §10). Every expert lane works
+// in parallel (unrolled); one token per cycle when pipelined.
 inline void route_token(const cfg::mac_y_t* lg_row, Routing& rt, int tok) {
     using namespace cfg;
     logit_t lg[EXPERTS];
@@ -670,35 +698,39 @@ inline void route_token(const cfg::mac_y_t* lg_row, Routing& rt, int tok) {
 #pragma HLS ARRAY_PARTITION variable = lg complete
 #pragma HLS ARRAY_PARTITION variable = p complete
 #pragma HLS ARRAY_PARTITION variable = chosen complete
-    logit_t mx = logit_t(lg_row[0]);
+    logit_t mx = 0;
+    bool any = false;
     for (int e = 0; e < EXPERTS; e++) {
 #pragma HLS UNROLL
         lg[e] = logit_t(lg_row[e]);
-        if (lg[e] > mx) mx = lg[e];
-        chosen[e] = false;
+        if (rt.kept[e] && (!any || lg[e] > mx)) mx = lg[e];
+        any = any || rt.kept[e];
+        chosen[e] = !rt.kept[e];  // a pruned expert is never selected
     }
     i64 sum = 0;
     for (int e = 0; e < EXPERTS; e++) {
 #pragma HLS UNROLL
         const i64 z = rshr<SH_ROUTER_Z>(i64(i64(lg[e]) - i64(mx)) * i64(C_ROUTER));
-        p[e] = exp2neg<FZ>(z, EXP2_TABLE);
+        p[e] = rt.kept[e] ? prob_t(exp2neg<FZ>(z, EXP2_TABLE)) : prob_t(0);
         sum += p[e];
     }
     i64 r;
     int len;
-    recip(u64(sum), r, len);  // sum ≥ 2^15: the max logit contributes 2^15
+    recip(u64(sum), r, len);  // sum ≥ 2^15: the max kept logit contributes 2^15
     for (int k = 0; k < TOP_K; k++) {
 #pragma HLS UNROLL
-        int best = -1;
-        for (int e = 0; e < EXPERTS; e++) {
+        if (k < rt.top_k) {  // K' ≤ TOP_K selections; the map keeps at least K' experts
+            int best = -1;
+            for (int e = 0; e < EXPERTS; e++) {
 #pragma HLS UNROLL
-            // strict '>' while scanning upwards: among equal logits the lower index wins
-            if (!chosen[e] && (best < 0 || lg[e] > lg[best])) best = e;
+                // strict '>' while scanning upwards: among equal logits the lower index wins
+                if (!chosen[e] && (best < 0 || lg[e] > lg[best])) best = e;
+            }
+            chosen[best] = true;
+            rt.sel[tok][k] = expert_t(best);
+            rt.gsel[tok][k] = prob_t(rshr_rt<i64>(i64(p[best]) * i64(recip_t(r)), len));
+            rt.count[best]++;
         }
-        chosen[best] = true;
-        rt.sel[tok][k] = expert_t(best);
-        rt.gsel[tok][k] = prob_t(rshr_rt<i64>(i64(p[best]) * i64(recip_t(r)), len));
-        rt.count[best]++;
     }
 }
 
@@ -826,7 +858,7 @@ WRITER_JOBS:
                             }
                         }
                     }
-                    if (hits + 1 == TOP_K)  // the token's last expert: the block's output row
+                    if (hits + 1 == rt.top_k)  // the token's last (K'-th) expert: the block's output row
                         moe_final_row(kv, tok, scratch + SCR_ATTN_RES + uint64_t(tok) * STR_ACT,
                                       scratch + SCR_MLP + uint64_t(tok) * STR_ACT, scratch + SCR_X + uint64_t(tok) * STR_ACT,
                                       sat.c[SAT_ACT]);
@@ -876,6 +908,7 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
     Job jobs[MAX_JOBS];
     const int n_jobs = job_list(stage, qs, jobs);
     if (stage == ST_ROUTER) {
+        read_expert_map(weights, b, rt);
         for (int e = 0; e < EXPERTS; e++) rt.count[e] = 0;
     }
     lnp_t g[DIM], be[DIM];

@@ -73,6 +73,9 @@ class Accelerator:
         self, cfg: DesignConfig, regmap: RegisterMap, device: Device, weights: Weights,
         timeout_s: float = 30.0, max_batch: int = 1,
     ) -> None:
+        if weights.config_hash != cfg.config_hash():  # before anything is written to the device
+            raise WeightsError(f"{weights.path or 'weights'}: packed for design {weights.manifest['design']!r} "
+                               f"(config hash {weights.config_hash}), not {cfg.name!r} ({cfg.config_hash()})")
         self.cfg, self.regmap, self.device, self.weights = cfg, regmap, device, weights
         self.timeout_s = timeout_s
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_IMAGES:
@@ -113,27 +116,33 @@ class Accelerator:
     @classmethod
     def simulated(
         cls, cfg: DesignConfig | str | Path, weights: Weights | str | Path, project_dir: str | Path | None = None,
-        **kwargs: Any,
+        task: str | int | None = None, **kwargs: Any,
     ) -> Accelerator:
-        """The digital twin: same driver, a simulated device running the generated C-simulation library."""
+        """The digital twin: same driver, a simulated device running the generated C-simulation library.
+
+        ``task``: the task the caller will run, checked against a task-specialised file before the device
+        is even built (the driver checks every run's task anyway)."""
         from m3vit.host.csim_device import csim_device
 
         if "timeout_s" in kwargs:
             checked_timeout(kwargs["timeout_s"])  # before the C simulation is built
         cfg = cfg if isinstance(cfg, DesignConfig) else load_config(cfg)
         w = weights if isinstance(weights, Weights) else load_weights(weights, cfg)
+        if task is not None:
+            w.check_task(cfg, cfg.model.task_index(task))
         device, regmap = csim_device(cfg, project_dir)
         return cls(cfg, regmap, device, w, **kwargs)
 
     @classmethod
     def board(
-        cls, bitfile: str | Path, weights: str | Path, config: str | Path | None = None, **kwargs: Any
+        cls, bitfile: str | Path, weights: str | Path, config: str | Path | None = None,
+        task: str | int | None = None, **kwargs: Any,
     ) -> Accelerator:
         """On a PYNQ board (or a PC with ``PYNQ_REMOTE_DEVICES`` set): load ``bitfile`` and its ``.hwh``.
 
         ``config`` defaults to ``<bitfile stem>.yaml`` beside the bitstream (written by ``make bitstream``);
         the register map is ``register_map.json`` beside it. The weights must carry the bitstream's
-        config hash.
+        config hash; ``task`` as in :meth:`simulated` (checked before the bitstream is downloaded).
         """
         from m3vit.host.pynq_device import open_overlay
 
@@ -144,6 +153,8 @@ class Accelerator:
         regmap = RegisterMap.load(bitfile.with_name("register_map.json"))
         build_hash = json.loads(bitfile.with_suffix(".json").read_text())["config_hash"]
         w = load_weights(weights, cfg, build_hash=build_hash)  # checked before anything touches the device
+        if task is not None:
+            w.check_task(cfg, cfg.model.task_index(task))
         device = open_overlay(bitfile, regmap)
         return cls(cfg, regmap, device, w, **kwargs)
 
@@ -220,6 +231,7 @@ class Accelerator:
         run as several kernel calls of at most MAX_IMAGES each.
         """
         t = self.cfg.model.task_index(task)
+        self.weights.check_task(self.cfg, t)  # a task-specialised file runs its own task only
         ints = self._images_to_int(images, quantized)
         tokens = self._execute_batches(pack_images, ints, t, 0, self.cfg.model.depth)
         return tokens if raw else tokens.astype(np.float32) * np.float32(self.cfg.numerics.act.lsb)
@@ -227,6 +239,7 @@ class Accelerator:
     def run_tokens(self, tokens: np.ndarray, task: str | int, first_layer: int, last_layer: int) -> np.ndarray:
         """Debug: run layers ``first_layer..last_layer`` (i + 1 = block i) on integer tokens [B, T, dim] (act)."""
         t = self.cfg.model.task_index(task)
+        self.weights.check_task(self.cfg, t)
         depth = self.cfg.model.depth
         if not 1 <= first_layer <= last_layer <= depth:
             raise ValueError(f"layer range [{first_layer}, {last_layer}] must satisfy 1 <= first <= last <= {depth} "

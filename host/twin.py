@@ -45,6 +45,13 @@ class PhysicalMemory:
     def free(self, addr: int) -> None:
         self.blocks.pop(addr, None)
 
+    def extent(self, addr: int) -> int:
+        """Bytes from ``addr`` to the end of the allocation holding it (0 outside every allocation)."""
+        for base, block in self.blocks.items():
+            if base <= addr < base + block.size:
+                return base + block.size - addr
+        return 0
+
     def view(self, addr: int, nbytes: int) -> np.ndarray:
         """A writable uint8 view of ``nbytes`` of device memory at ``addr`` (must lie in one allocation)."""
         for base, block in self.blocks.items():

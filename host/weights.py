@@ -11,7 +11,10 @@ Layout of a file::
     host section     float32 tensors used on the CPU (the task heads), little-endian, concatenated
 
 The manifest records the design name and config hash, every device tensor (name, byte offset, shape,
-format, SHA-256) and every host tensor, and the SHA-256 and size of each section; its own SHA-256 sits
+format, SHA-256) and every host tensor, and the SHA-256 and size of each section. A task-specialised file
+(``m3vit pack --prune-plan PLAN --task TASK``) also records ``pruning``: the plan's name and rule, the task
+and every MoE layer's kept experts and top-K; its device section stores only those experts (the layout of
+``weight_layout(cfg, kept)``) and it runs only that task (:meth:`Weights.check_task`). Its own SHA-256 sits
 in the header, so every byte of the file is covered by a checksum (the padding must be zero).
 :func:`load_weights` checks all of it against the config (and the bitstream's config hash) before
 anything can reach device memory; any mismatch, truncation or corruption is a one-line
@@ -37,6 +40,7 @@ from m3vit import __version__
 from m3vit.codegen.config import DesignConfig
 from m3vit.codegen.layout import weight_layout
 from m3vit.errors import ToolkitError
+from m3vit.sim.pruning import KeptExperts, kept_experts
 
 MAGIC = b"M3W\x00v002"
 OLD_MAGICS = (b"M3W\x00v001",)
@@ -94,6 +98,23 @@ class HostSection(_Strict):
     tensors: list[HostTensor]
 
 
+class PrunedLayer(_Strict):
+    """One MoE layer of a task-specialised file: the experts it stores (ascending) and its top-K."""
+
+    block: Count
+    experts: list[Count]
+    top_k: Annotated[int, Field(ge=1)]
+
+
+class Pruning(_Strict):
+    """The plan a task-specialised file was packed with: every MoE layer's kept experts, for one task."""
+
+    plan: str
+    rule: str
+    task: str
+    layers: list[PrunedLayer]
+
+
 class Manifest(_Strict):
     """The JSON manifest of a ``.m3w`` file; unknown keys and wrong types are refused."""
 
@@ -106,6 +127,7 @@ class Manifest(_Strict):
     device: DeviceSection
     host: HostSection
     weights_saturated: dict[str, Count] | None = None
+    pruning: Pruning | None = None
 
 
 @dataclass(frozen=True)
@@ -114,12 +136,64 @@ class Weights:
 
     path: Path | None
     manifest: dict[str, Any]
-    device: np.ndarray  # uint8, exactly weight_layout(cfg).total_bytes
+    device: np.ndarray  # uint8, exactly weight_layout(cfg, kept).total_bytes
     host: dict[str, np.ndarray]  # float32 tensors for the CPU side (task heads)
 
     @property
     def config_hash(self) -> str:
         return self.manifest["config_hash"]
+
+    @property
+    def pruned_task(self) -> str | None:
+        """The task a task-specialised file was packed for; None for a full file (every task)."""
+        p = self.manifest.get("pruning")
+        return None if p is None else p["task"]
+
+    def expert_map(self, cfg: DesignConfig) -> dict[tuple[int, int], KeptExperts]:
+        """The file's pruned layers as an :data:`m3vit.sim.pruning.ExpertMap` (empty for a full file), for the
+        golden model: ``GoldenModel(cfg, q, experts=weights.expert_map(cfg))`` runs what the kernel runs."""
+        return pruning_map(cfg, self.manifest.get("pruning"), "weights")[1]
+
+    def check_task(self, cfg: DesignConfig, task: int) -> None:
+        """Refuse (one line) a task a task-specialised file was not packed for, before any device write."""
+        if self.pruned_task is not None and cfg.model.task_names[task] != self.pruned_task:
+            where = f"{self.path}" if self.path else "weights"
+            raise WeightsError(f"{where}: pruned for task {self.pruned_task!r} (plan "
+                               f"{self.manifest['pruning']['plan']!r}); it cannot run task "
+                               f"{cfg.model.task_names[task]!r}: pack a file for that task or an unpruned one")
+
+
+def pruning_map(
+    cfg: DesignConfig, pruning: Mapping[str, Any] | None, source: str
+) -> tuple[dict[int, KeptExperts], dict[tuple[int, int], KeptExperts]]:
+    """A manifest's ``pruning`` → (MoE block → kept experts, the layout's ``kept``; the golden ExpertMap).
+
+    Every MoE layer must be listed once; refused (WeightsError, one line) for a task the config does not have,
+    a block that is not MoE, an expert out of range, fewer experts than top-K."""
+    if pruning is None:
+        return {}, {}
+    m = cfg.model
+    task = pruning["task"]
+    if task not in m.task_names:
+        raise WeightsError(f"{source}: pruned for task {task!r}, which {cfg.name} does not have (tasks "
+                           f"{list(m.task_names)})")
+    kept: dict[int, KeptExperts] = {}
+    emap: dict[tuple[int, int], KeptExperts] = {}
+    for layer in pruning["layers"]:
+        try:
+            key, k = kept_experts(cfg, task, layer["block"], list(layer["experts"]), layer["top_k"])
+        except ValueError as err:
+            raise WeightsError(f"{source}: pruning map: {err}") from None
+        if key[1] in kept:
+            raise WeightsError(f"{source}: pruning map lists block {key[1]} twice")
+        if list(k.experts) != list(layer["experts"]):
+            raise WeightsError(f"{source}: pruning map of block {key[1]}: experts {layer['experts']} are not ascending")
+        kept[key[1]] = k
+        emap[key] = k
+    if sorted(kept) != sorted(m.moe_block_set):
+        raise WeightsError(f"{source}: pruning map covers blocks {sorted(kept)}; {cfg.name}'s MoE blocks are "
+                           f"{sorted(m.moe_block_set)}")
+    return kept, emap
 
 
 def _sha(data: bytes | np.ndarray) -> str:
@@ -161,8 +235,9 @@ def head_tensors(cfg: DesignConfig, state_dict: Mapping[str, Any]) -> dict[str, 
 def build_weights(
     cfg: DesignConfig, device: np.ndarray, host: Mapping[str, np.ndarray], extra: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], bytes]:
-    """Manifest and file bytes for packed device weights and host tensors."""
-    lay = weight_layout(cfg)
+    """Manifest and file bytes for packed device weights and host tensors (``extra["pruning"]``: a
+    task-specialised device image, see :class:`Pruning`)."""
+    lay = weight_layout(cfg, pruning_map(cfg, (extra or {}).get("pruning"), "weights")[0])
     device = np.ascontiguousarray(device, dtype=np.uint8)
     if device.size != lay.total_bytes:
         raise WeightsError(f"device image has {device.size} bytes; {cfg.name}'s layout needs {lay.total_bytes}")
@@ -280,6 +355,7 @@ def parse_weights(data: bytes, cfg: DesignConfig, build_hash: str | None = None,
     if man.axi_data_bits != cfg.hardware.axi_data_bits:
         raise WeightsError(f"{source}: packed for a {man.axi_data_bits}-bit AXI bus; {cfg.name} has "
                            f"{cfg.hardware.axi_data_bits}")
+    kept = pruning_map(cfg, raw_manifest.get("pruning"), source)[0]
     start = HEADER + n + (-(HEADER + n) % ALIGN)
     if any(data[HEADER + n : start]):
         raise WeightsError(f"{source}: non-zero padding after the manifest (the file is corrupt)")
@@ -288,7 +364,7 @@ def parse_weights(data: bytes, cfg: DesignConfig, build_hash: str | None = None,
         raise WeightsError(
             f"{source}: truncated or padded: {len(data)} bytes, the manifest describes {start + dev_size + host_size}"
         )
-    lay = weight_layout(cfg)
+    lay = weight_layout(cfg, kept)
     if dev_size != lay.total_bytes:
         raise WeightsError(f"{source}: device section of {dev_size} bytes; {cfg.name}'s layout needs {lay.total_bytes}")
     if len(man.device.tensors) != len(lay.tensors):
@@ -349,8 +425,28 @@ def load_weights(path: str | Path, cfg: DesignConfig, build_hash: str | None = N
     return Weights(path=path, manifest=w.manifest, device=w.device, host=w.host)
 
 
-def pack_model(cfg: DesignConfig, state_dict: Mapping[str, Any], out: str | Path) -> dict[str, Any]:
-    """Quantise a reference-layout state dict to ``cfg``'s formats and write ``out`` (.m3w)."""
+def pruning_manifest(
+    cfg: DesignConfig, emap: Mapping[tuple[int, int], KeptExperts], task: str | int, plan: str, rule: str = ""
+) -> dict[str, Any]:
+    """The manifest's ``pruning`` entry of a file for ``task`` under the expert map ``emap`` (every MoE layer
+    listed: a layer the map does not name keeps every expert at the config's top-K)."""
+    m = cfg.model
+    try:
+        t = m.task_index(task)
+    except (KeyError, ValueError, IndexError) as err:
+        raise WeightsError(str(err)) from None
+    layers = []
+    for b in sorted(m.moe_block_set):
+        k = emap.get((t, b), KeptExperts(tuple(range(m.num_experts)), m.top_k))
+        layers.append({"block": b, "experts": list(k.experts), "top_k": k.top_k})
+    return {"plan": plan, "rule": rule, "task": m.task_names[t], "layers": layers}
+
+
+def pack_model(
+    cfg: DesignConfig, state_dict: Mapping[str, Any], out: str | Path, pruning: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Quantise a reference-layout state dict to ``cfg``'s formats and write ``out`` (.m3w); with ``pruning``
+    (:func:`pruning_manifest`) a task-specialised file holding only the kept experts."""
     from m3vit.codegen.layout import pack_weights
     from m3vit.sim.quantize import quantize_state_dict
 
@@ -359,6 +455,9 @@ def pack_model(cfg: DesignConfig, state_dict: Mapping[str, Any], out: str | Path
         if not np.all(np.isfinite(arr)):
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             raise WeightsError(f"{key} holds {bad} non-finite values (NaN or inf); only finite weights can be packed")
+    kept = pruning_map(cfg, pruning, "pruning plan")[0]
     q = quantize_state_dict(cfg, state_dict)
-    return save_weights(out, cfg, pack_weights(cfg, q), head_tensors(cfg, state_dict),
-                        extra={"weights_saturated": q.saturation})
+    extra: dict[str, Any] = {"weights_saturated": q.saturation}
+    if pruning is not None:
+        extra["pruning"] = dict(pruning)
+    return save_weights(out, cfg, pack_weights(cfg, q, kept), head_tensors(cfg, state_dict), extra=extra)

@@ -121,18 +121,32 @@ def load_float_model(cfg: DesignConfig, model: str, seed: int, allow_missing: bo
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    """Quantise a model to the config's formats and write the .m3w weights file in the kernel's DDR layout."""
-    from m3vit.host.weights import pack_model
+    """Quantise a model to the config's formats and write the .m3w weights file in the kernel's DDR layout
+    (with --prune-plan and --task: a task-specialised file holding only that task's kept experts)."""
+    from m3vit.host.weights import pack_model, pruning_manifest
 
     cfg = load_config(args.config)
+    pruning = None
+    if (args.prune_plan is None) != (args.task is None):
+        raise UserError("--prune-plan and --task go together: a pruned .m3w is specialised to one task")
+    if args.prune_plan is not None:
+        from m3vit.train.experts import load_plan
+
+        plan = load_plan(args.prune_plan)
+        pruning = pruning_manifest(cfg, plan.expert_map(cfg), args.task, plan.name, plan.rule)
     out = Path(args.output)
     if args.model != "random" and out.resolve() == Path(args.model).resolve():
         raise UserError(f"-o {args.output} is the input checkpoint; write the weights to another file (.m3w)")
     if out.is_dir():
         raise UserError(f"-o {args.output} is a directory; give a file name such as {out / (cfg.name + '.m3w')}")
     ref = load_float_model(cfg, args.model, args.seed, args.allow_missing)
-    manifest = pack_model(cfg, ref.state_dict(), out)
+    manifest = pack_model(cfg, ref.state_dict(), out, pruning)
     sat = sum(manifest.get("weights_saturated", {}).values())
+    if pruning is not None:
+        kept = ", ".join(f"block {la['block']}: {len(la['experts'])} of {cfg.model.num_experts}"
+                         + (f" (top-{la['top_k']})" if la["top_k"] != cfg.model.top_k else "")
+                         for la in pruning["layers"])
+        print(f"task {pruning['task']}, plan {pruning['plan']!r}: experts kept {kept}")
     print(f"wrote {args.output}: {manifest['device']['size']} device bytes in {len(manifest['device']['tensors'])} "
           f"tensors, {len(manifest['host']['tensors'])} host tensors, config hash {manifest['config_hash'][:12]}, "
           f"{sat} weights saturated")
@@ -143,9 +157,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def open_accelerator(args: argparse.Namespace):
     from m3vit.host.driver import Accelerator
 
+    task = getattr(args, "task", None)  # a task-specialised .m3w for another task: refused before the device opens
     if args.bitfile:
-        return Accelerator.board(args.bitfile, args.weights, config=args.config)
-    return Accelerator.simulated(args.config, args.weights)
+        return Accelerator.board(args.bitfile, args.weights, config=args.config, task=task)
+    return Accelerator.simulated(args.config, args.weights, task=task)
 
 
 def load_images(path: str, cfg: DesignConfig) -> np.ndarray:
@@ -225,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_board_present()
     with open_accelerator(args) as acc:
         tasks = [cfg.model.task_names[cfg.model.task_index(args.task)]] if args.task else cfg.model.task_names
+        if args.task is None and acc.weights.pruned_task is not None:  # a task-specialised file runs one task
+            tasks = [acc.weights.pruned_task]
         for task in tasks:
             t0 = time.perf_counter()
             out = acc.predict(images, task)
@@ -332,11 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for 'random' weights")
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a checkpoint that lacks some tensors (they keep a random initialisation)")
+    p.add_argument("--prune-plan", help="pruning plan (YAML/JSON, m3vit experts plan): store only the kept experts")
+    p.add_argument("--task", help="with --prune-plan: the one task the file is specialised to (name or index)")
     p.set_defaults(func=cmd_pack)
     p = add("run", cmd_run)
     p.add_argument("weights", help=".m3w weights file (m3vit pack)")
     p.add_argument("--bitfile", help="run on a board: NAME.bit (with NAME.hwh beside it); default: the twin")
-    p.add_argument("--task", help="one task, by name or index (default: every task)")
+    p.add_argument("--task", help="one task, by name or index (default: every task; a pruned .m3w: its task)")
     p.add_argument("--images", help=".npy file of float images [N, C, H, W] (default: sample scenes)")
     p.add_argument("--count", type=int_range(1), default=2, help="number of sample images")
     p.add_argument("--seed", type=int, default=0)

@@ -133,6 +133,11 @@ class CsimResult:
     seconds: float = 0.0
 
 
+_LOADED_WEIGHTS: dict[Path, str] = {}
+"""Library file → digest of the weights last loaded into it: every CsimLibrary of one file shares the same
+loaded copy (ctypes maps it once per process), so an instance skips a reload only when it still holds its own."""
+
+
 class CsimLibrary:
     """A compiled C-simulation library of one design (load with :func:`build_csim`)."""
 
@@ -177,20 +182,23 @@ class CsimLibrary:
 
     # ----------------------------------------------------------------------------------- buffers
     def set_weights(self, packed: np.ndarray | bytes) -> None:
-        """Load the packed weight buffer (``m3vit.codegen.layout.pack_weights``); skipped if unchanged."""
+        """Load the packed weight buffer (``m3vit.codegen.layout.pack_weights``, full or task-specialised, which
+        is shorter); skipped if unchanged."""
         buf = np.ascontiguousarray(
             np.frombuffer(packed, np.uint8)
             if isinstance(packed, (bytes, bytearray))
             else np.asarray(packed, np.uint8)
         )
         key = hashlib.sha1(buf.data).hexdigest()
-        if key == self._weights_key:
+        if key == self._weights_key and _LOADED_WEIGHTS.get(self.path) == key:
             return
         if self._lib.m3vit_csim_set_weights(buf.ctypes.data, buf.size) != 0:
             raise CsimError(
-                f"weight buffer has {buf.size} bytes; {self.cfg.name} needs {self.sizes['weights']}"
+                f"weight buffer has {buf.size} bytes; {self.cfg.name} needs a whole number of "
+                f"{self.sizes['word']}-byte words, at most {self.sizes['weights']} (a full image)"
             )
         self._weights_key = key
+        _LOADED_WEIGHTS[self.path] = key
 
     def scratch(self) -> np.ndarray:
         """A copy of the scratch buffer (uint8) as the last run left it."""

@@ -84,3 +84,59 @@ def test_roofline_points_are_below_the_roofs() -> None:
     peak = d.perf.resources.dsp_by_unit["mac_array"] * cfg.hardware.clock_mhz * 1e6 / 1e9
     for _kind, (intensity, gmacs) in report.roofline_points(d.perf).items():
         assert intensity > 0 and 0 < gmacs <= peak
+
+
+def _sweep_rows() -> list[dict]:
+    rows = []
+    for task, metric, base in (("semseg", "mIoU", 60.0), ("depth", "rmse", 0.9)):
+        for i, plan in enumerate(("full", "mass_0.75", "single")):
+            rows.append({"task": task, "plan": plan, "experts_kept": {"1": 8 - 3 * i, "3": 8 - 3 * i + (i == 2)},
+                         "metric": metric, "float": base - i, "fixed": base - i - 0.25,
+                         "weight_bytes_stored": 300_000 - 50_000 * i,
+                         "expert_bytes_fetched_per_image": 130_000 / (i + 1),
+                         "latency_ms": 0.12 - 0.01 * i})
+    return rows
+
+
+def test_report_with_pruning_sweep(tmp_path: Path, capsys) -> None:
+    import json
+
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"config": "tiny", "images": 4, "rows": _sweep_rows(),
+                                 "chosen": {"semseg": "mass_0.75", "depth": "full"}}))
+    out = tmp_path / "rep"
+    assert report.main(["tiny", "--routing", "balanced", "--sweep", str(sweep), "-o", str(out)]) == 0
+    assert "(5 plots)" in capsys.readouterr().out
+    _check_png(out / "pruning.png")
+    md = (out / "report.md").read_text()
+    assert "(pruning.png)" in md and 'src="pruning.png"' in (out / "report.html").read_text()
+    table = {(r["task"], r["plan"]): r for r in markdown_table(md, "task")}
+    assert len(table) == 6
+    for r in _sweep_rows():
+        got = table[(r["task"], r["plan"])]
+        assert got["experts kept / layer"] == f"{r['experts_kept']['1']},{r['experts_kept']['3']}"
+        assert float(got["fixed"]) == pytest.approx(r["fixed"], abs=1e-4)
+        assert float(got["expert KiB fetched / image"]) == pytest.approx(r["expert_bytes_fetched_per_image"] / 1024,
+                                                                         abs=0.05)
+        assert float(got["modeled latency µs"]) == pytest.approx(r["latency_ms"] * 1000, abs=0.05)
+    assert "Plan to ship: semseg: mass_0.75, depth: full." in md
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("not json", "not JSON"),
+        ('{"config": "tiny", "rows": []}', "non-empty 'rows'"),
+        ('{"config": "m3vit_small_pascal", "rows": [{}]}', "not 'tiny'"),
+        ('{"config": "tiny", "rows": [{"task": "semseg"}]}', "row 0 lacks"),
+    ],
+)
+def test_report_refuses_bad_sweep(tmp_path: Path, capsys, content, message) -> None:
+    sweep = tmp_path / "sweep.json"
+    if content is not None:
+        sweep.write_text(content)
+    assert report.main(["tiny", "--routing", "balanced", "--sweep", str(sweep), "-o", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "rep").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from m3vit.codegen.bits import ceil_div, container_bits
 from m3vit.codegen.config import DesignConfig
-from m3vit.codegen.layout import SAT_CLASSES, scratch_layout
+from m3vit.codegen.layout import EXPERT_MAP_BITS, SAT_CLASSES, scratch_layout
 from m3vit.codegen.perf.arch import tile_lengths
 from m3vit.codegen.perf.ledger import Ledger, read_ledger
 from m3vit.codegen.perf.timeline import balanced_loads
@@ -213,6 +213,7 @@ def hls_loop_model(cfg: DesignConfig, loads: Mapping[int, Sequence[int]] | None 
             if st in ("embed", "proj", "fc2"):
                 add("RES_ADD", words(cols, n.act.bits))
         if st == "router":
+            add("BURST_READ_ELEMS", words(1 + m.num_experts, EXPERT_MAP_BITS))  # the layer's expert map
             add("WRITE_ROW", words(m.num_experts, n.logit.bits))
             add("ROUTE_ROWS", *tiles)
         if st == "q":

@@ -48,7 +48,7 @@ from m3vit.codegen.layout import (
     write_layout_json,
 )
 from m3vit.codegen.numerics import PROB_FRAC, SCALE_FRAC, constants
-from m3vit.codegen.perf import ARCH, big_memory, buffers, maxi_settings, place_buffers
+from m3vit.codegen.perf import ARCH, big_memory, buffers, evaluate, maxi_settings, place_buffers
 from m3vit.codegen.perf.arch import (
     PROB_BITS,
     array_packed,
@@ -93,6 +93,26 @@ MAX_NATIVE_BITS = 63
 """Every intermediate kept in a 64-bit register must fit 63 bits (the golden model's int64 as well)."""
 COSIM_IMAGES = 1
 """Images per call the m_axi ``depth`` pragmas are sized for (the testbench runs one image per call)."""
+COSIM_CYCLE_BUDGET = 1_000_000
+"""Kernel cycles run_hls.tcl's C/RTL co-simulation may simulate per case (RTL simulation of a design this size
+runs on the order of 10³ cycles per second): a larger design co-simulates only its first layers."""
+
+
+def cosim_plan(cfg: DesignConfig) -> tuple[str, str]:
+    """(testbench arguments, why) for run_hls.tcl's co-simulation: the whole backbone in one call when its
+    modeled cycles fit :data:`COSIM_CYCLE_BUDGET`, else layers 0 … L (``--through L``) for the largest L whose
+    cycles fit (at least the embedding)."""
+    layers = list(evaluate(cfg).by_layer().values())
+    total, through = 0, 0
+    for i, parts in enumerate(layers):
+        total += sum(parts.values())
+        if total > COSIM_CYCLE_BUDGET:
+            break
+        through = i
+    else:
+        return "--no-layers", f"the whole backbone in one call per case (≈ {total:,} modeled cycles)"
+    return (f"--through {through}", f"layers 0 … {through} only: the whole backbone (≈ {evaluate(cfg).cycles:,} "
+            f"modeled cycles) would not finish in RTL simulation; m3vit csim checks every layer in C")
 
 
 def ap_types_dir() -> Path:
@@ -681,6 +701,7 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
             depth = 0
         args.append({**a.__dict__, "depth": depth})
     onchip = {name: bits / 8 / 1024 for name, bits in der.onchip_bits.items()}
+    cosim_argv, cosim_why = cosim_plan(cfg)
     return {
         "cfg": cfg,
         "name": cfg.name,
@@ -700,6 +721,8 @@ def project_context(cfg: DesignConfig) -> dict[str, Any]:
         "kernel_headers": list(KERNEL_HEADERS),
         "onchip_kib": onchip,
         "big_memory": big_memory(cfg),
+        "cosim_argv": cosim_argv,
+        "cosim_why": cosim_why,
         "onchip_total_mib": sum(der.onchip_bits.values()) / 8 / 2**20,
         "register_map": register_map(),
         "status_flags": list(STATUS_FLAGS),

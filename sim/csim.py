@@ -399,7 +399,8 @@ def build_csim(
 def build_testbench(
     project_dir: str | Path, native: bool = False, cache_dir: str | Path | None = None
 ) -> Path:
-    """Compile the project's standalone testbench (``tb_m3vit DATA_DIR [--no-layers]``); returns its path."""
+    """Compile the project's standalone testbench (``tb_m3vit DATA_DIR [--no-layers | --through L]``); returns
+    its path."""
     project = Path(project_dir)
     ap = ap_types_dir()
     flags = [f for f in CXXFLAGS if f not in ("-fPIC", "-fvisibility=hidden")]
@@ -459,11 +460,11 @@ def write_testbench_data(
     return data
 
 
-def run_testbench(tb: Path, data: Path, layers: bool = True) -> subprocess.CompletedProcess:
-    """Run the standalone testbench on ``data``; the result's returncode is 0 when everything matched."""
-    return subprocess.run(
-        [str(tb), str(data), *([] if layers else ["--no-layers"])], capture_output=True, text=True
-    )
+def run_testbench(tb: Path, data: Path, layers: bool = True, through: int | None = None) -> subprocess.CompletedProcess:
+    """Run the standalone testbench on ``data`` (``through``: layers 0 … L in one call, as run_hls.tcl's
+    co-simulation of a large design); the result's returncode is 0 when everything matched."""
+    args = ["--through", str(through)] if through is not None else ([] if layers else ["--no-layers"])
+    return subprocess.run([str(tb), str(data), *args], capture_output=True, text=True)
 
 
 # ------------------------------------------------------------------------------------ comparison

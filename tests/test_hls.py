@@ -748,6 +748,29 @@ def test_standalone_testbench_ap_types(designs) -> None:
     assert proc.returncode == 1 and "block1.mlp" in proc.stdout
 
 
+def test_cosim_runs_what_can_finish(designs, tmp_path) -> None:
+    """run_hls.tcl co-simulates tiny whole and a full-size DSE design through its embedding only; the
+    testbench's --through L compares layer L's taps after one call over layers 0 … L."""
+    d = designs("tiny")
+    assert 'cosim_design -O -argv "$data --no-layers"' in (d.project / "run_hls.tcl").read_text()
+    big = generate_project(load_config("m3vit_small_pascal_dse"), tmp_path / "big")
+    assert 'cosim_design -O -argv "$data --through 0"' in (big / "run_hls.tcl").read_text()
+    cases = [("t0", 0, d.image, d.golden.run(d.image, 0))]
+    data = write_testbench_data(d.project, d.cfg, d.packed, cases)
+    tb = build_testbench(d.project)
+    proc = run_testbench(tb, data, through=1)
+    assert proc.returncode == 0 and "layers 0 … 1 in one call: ok" in proc.stdout, proc.stdout[-2000:]
+    n_taps = sum(1 for name in cases[0][3].taps if name.startswith("block0."))
+    assert f"PASS: {n_taps + 1} comparisons" in proc.stdout, proc.stdout[-500:]
+    path = data / "t0" / "block0.out.bin"  # a corrupted tap of layer 1 must fail
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 1
+    path.write_bytes(bytes(raw))
+    proc = run_testbench(tb, data, through=1)
+    assert proc.returncode == 1 and "FAIL" in proc.stdout
+    assert run_testbench(tb, data, through=9).returncode == 2
+
+
 def test_dse_preset_with_ap_types(designs) -> None:
     """The 8-bit DSE design compiled with Vitis' real ap_int widths (not native containers): still exact."""
     d = designs("m3vit_small_pascal_dse", **REDUCED)

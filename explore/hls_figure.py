@@ -69,7 +69,7 @@ def draw(cfg: DesignConfig, ledger_path: Path | None, out: Path) -> Path:
     box(6.2, 4.6, 2.3, 1.2, f"MAC array {hw.mac_out}×{hw.mac_in}\n{res.dsp_by_unit.get('mac_array', 0)} DSP48E2"
         f"\n(one instance)", "#f4cccc")
     box(6.2, 2.9, 2.3, 1.2, "writer\nGELU / residual / gate\nword-wide", "#cfe2f3")
-    box(9.2, 5.2, 2.6, 1.4, f"kv_or_acc: K, Vᵀ (attention)\nor MoE accumulators\n{kib('backbone::st.kv.w')} KiB URAM",
+    box(9.2, 5.2, 2.6, 1.4, f"kv_or_acc, {kib('backbone::st.kv.w')} KiB\nK, Vᵀ (attention) or\nMoE accumulators",
         "#d9ead3")
     box(9.2, 3.2, 2.6, 1.4, "routing, queues\n(on chip)", "#d9ead3")
     box(3.3, 0.6, 8.5, 1.3, "stages per block: K/V (LN1) → Q → attention (q·kᵀ, exp lanes, p·v on the array) → "

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from m3vit.cli import main as cli_main
-from m3vit.codegen.config import DesignConfig
+from m3vit.codegen.config import DesignConfig, load_config
 from m3vit.codegen.perf.arch import container_bytes, expert_bytes
 from m3vit.sim.golden import GoldenModel
 from m3vit.sim.quantize import quantize_state_dict
@@ -254,3 +254,35 @@ def test_prune_plan_fine_tuning_smoke(tmp_path: Path, stats: RoutingStats) -> No
         for b, r in ckpt(images, task).routing.items():
             assert set(r.indices.unique().tolist()) <= set(load_plan(plan).tasks[task][b].experts)
     assert np.isfinite([rec["aux"] for rec in result.log]).all()
+
+
+def test_hardware_sweep_on_random_weights(tmp_path, capsys) -> None:
+    """The hardware columns without a checkpoint: bytes from the config, used experts from the golden routing."""
+    from m3vit.sim.csim import random_model
+    from m3vit.sim.inputs import random_quantized_image
+    from m3vit.train.experts import hardware_sweep
+
+    cfg = load_config("tiny")
+    rows = hardware_sweep(cfg, images=1, rules=("mk", "single"))
+    blocks = sorted(cfg.model.moe_block_set)
+    eb = expert_bytes(cfg)
+    assert {(r["task"], r["plan"]) for r in rows} == {(t, p) for t in cfg.model.task_names
+                                                       for p in ("full", "mk", "single")}
+    golden = GoldenModel(cfg, random_model(cfg, 0))
+    img = random_quantized_image(cfg, 0)
+    for r in rows:
+        ti = cfg.model.task_index(r["task"])
+        if r["plan"] == "full":  # every expert with a non-empty queue is fetched once
+            used = sum(int(np.count_nonzero(v.load)) for v in golden.run(img, ti, taps=False).routing.values())
+            assert r["expert_bytes_fetched_per_image"] == used * eb
+            assert r["expert_bytes_stored"] == len(blocks) * cfg.model.num_experts * eb
+        if r["plan"] == "single":
+            assert r["expert_bytes_fetched_per_image"] == r["expert_bytes_stored"] == len(blocks) * eb
+        if r["plan"] == "mk":
+            assert set(r["experts_kept"].values()) == {cfg.model.top_k}
+    full = {r["task"]: r["latency_ms"] for r in rows if r["plan"] == "full"}
+    assert all(r["latency_ms"] < full[r["task"]] for r in rows if r["plan"] == "single")
+    assert cli_main(["experts", "hw-sweep", "tiny", "--images", "1", "--rules", "single",
+                     "--json", str(tmp_path / "hw.json")]) == 0
+    assert "| semseg | single |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "hw.json").read_text())["rows"]

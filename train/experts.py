@@ -366,6 +366,65 @@ def sweep(
     return [evaluate_plan(model, p, task, data, limit) for task in model.cfg.model.task_names for p in plans]
 
 
+def hardware_sweep(cfg: DesignConfig, images: int = 2, rules: Sequence[str] = SWEEP_RULES,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """The sweep's hardware columns for a design without a trained model: random trained-scale weights
+    (:func:`m3vit.sim.csim.random_model`), plans from the golden routing statistics of ``images`` random
+    images per task, and per task and plan the weight bytes stored, the expert bytes fetched per image and
+    the modeled latency with each image's golden queue loads (the pruned router of docs/numerics.md §10).
+    Task metrics are not meaningful on random weights and are not reported."""
+    from m3vit.codegen import perf
+    from m3vit.sim.csim import random_model
+    from m3vit.sim.golden import GoldenModel
+    from m3vit.sim.inputs import random_quantized_image
+
+    m = cfg.model
+    blocks = sorted(m.moe_block_set)
+    q = random_model(cfg, seed)
+    imgs = [random_quantized_image(cfg, seed + i) for i in range(images)]
+    count = np.zeros((2, len(m.tasks), len(blocks), m.num_experts), np.int64)
+    mass = np.zeros(count.shape)
+    golden = GoldenModel(cfg, q)
+    for ti in range(len(m.tasks)):
+        for img in imgs:
+            res = golden.run(img, ti, taps=False)
+            for li, b in enumerate(blocks):
+                r = res.routing[b]
+                np.add.at(count[:, ti, li], (slice(None), r.experts.ravel()), 1)
+                np.add.at(mass[:, ti, li], (slice(None), r.experts.ravel()), r.gates.ravel() * 2.0**-15)
+    stats = RoutingStats(cfg.name, m.task_names, blocks, m.num_experts, m.top_k, images, images * m.num_tokens,
+                         count, mass, np.ones((len(m.tasks), len(blocks))))
+    rows = []
+    for plan in [None, *(make_plan(stats, r, "fixed") for r in rules)]:
+        for ti, task in enumerate(m.task_names):
+            emap = plan.for_task(task).expert_map(cfg) if plan is not None else {}
+            g = GoldenModel(cfg, q, experts=emap)
+            loads = [{b: r.load.tolist() for b, r in g.run(img, ti, taps=False).routing.items()} for img in imgs]
+            kept = {b: len(k.experts) for (tt, b), k in emap.items() if tt == ti}
+            stored = stored_weight_bytes(cfg, kept)
+            used = np.mean([sum(int(np.count_nonzero(v)) for v in ld.values()) for ld in loads])
+            rows.append({
+                "plan": plan.name if plan is not None else "full", "task": task,
+                "experts_kept": {str(b): kept.get(b, m.num_experts) for b in blocks},
+                "weight_bytes_stored": stored["total"], "expert_bytes_stored": stored["experts"],
+                "expert_bytes_fetched_per_image": float(used * expert_bytes(cfg)),
+                "latency_ms": float(np.mean([perf.evaluate(cfg, loads=ld).latency_ms for ld in loads])),
+                "images": images,
+            })
+    return rows
+
+
+def hardware_sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`hardware_sweep` as a markdown table."""
+    out = ["| task | plan | experts kept / layer | weight KiB stored | expert KiB fetched / image "
+           "| modeled latency ms |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['task']} | {r['plan']} | {','.join(str(v) for v in r['experts_kept'].values())} | "
+                   f"{r['weight_bytes_stored'] / 1024:.1f} | {r['expert_bytes_fetched_per_image'] / 1024:.1f} | "
+                   f"{r['latency_ms']:.2f} |")
+    return "\n".join(out)
+
+
 def sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The sweep as a markdown table."""
     lines = ["| task | plan | experts kept / layer | metric | float | fixed | weight KiB stored | "
@@ -515,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", choices=SOURCES, default="fixed")
     s.add_argument("--json", default=None, help="sweep JSON (default build/experts/<config>/sweep.json)")
     s.add_argument("--plans-dir", default=None, help="also write each plan here as YAML")
+    s = sub.add_parser("hw-sweep", help="the sweep's hardware columns on random trained-scale weights (no "
+                       "checkpoint: bytes stored and fetched, modeled latency; no task metrics)")
+    s.add_argument("config", help="config file or preset name, e.g. m3vit_small_pascal_dse")
+    s.add_argument("--images", type=int, default=2, help="random images per task (default 2)")
+    s.add_argument("--rules", nargs="+", default=list(SWEEP_RULES), help=f"plan rules (default {SWEEP_RULES})")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", default=None, help="JSON (default build/experts/<config>/hw_sweep.json)")
     return p
 
 
@@ -534,6 +600,16 @@ def command(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.images < 1:
         raise PruningError(f"--images must be at least 1, got {args.images}")
+    if args.action == "hw-sweep":
+        cfg = load_config(args.config)
+        rows = hardware_sweep(cfg, args.images, args.rules, args.seed)
+        path = Path(args.json) if args.json else build_dir("experts", cfg.name) / "hw_sweep.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": cfg.name, "weights": f"random trained-scale (seed {args.seed})",
+                                    "images": args.images, "rows": rows}, indent=1) + "\n")
+        print(hardware_sweep_table(rows))
+        print(f"wrote {path} (random weights: the plans and bytes are real, task metrics are not reported)")
+        return 0
     model, data = _model_and_data(args)
     out = build_dir("experts", model.cfg.name)
     stats = routing_stats(model, data, limit=args.images)
@@ -584,6 +660,7 @@ __all__ = [
     "choose_plan",
     "command",
     "evaluate_plan",
+    "hardware_sweep",
     "layer_experts",
     "load_plan",
     "main",

@@ -235,19 +235,6 @@ def derive(cfg: DesignConfig) -> Derived:
     def out_tiles(x: int) -> int:
         return ceil_div(x, mac_out)
 
-    has_moe = bool(model.moe_block_set)
-    has_dense = len(model.moe_block_set) < model.depth
-    wbuf_tiles = [
-        out_tiles(dim) * in_tiles(patch_dim), out_tiles(3 * dim) * in_tiles(dim), out_tiles(dim) * in_tiles(dim)
-    ]
-    wbuf_out = [out_tiles(dim) * mac_out, out_tiles(3 * dim) * mac_out]
-    if has_dense:
-        wbuf_tiles += [out_tiles(mlp_hidden) * in_tiles(dim), out_tiles(dim) * in_tiles(mlp_hidden)]
-        wbuf_out += [out_tiles(mlp_hidden) * mac_out]
-    if has_moe:
-        wbuf_tiles += [out_tiles(experts) * in_tiles(dim)]
-        wbuf_out += [out_tiles(experts) * mac_out]
-
     def requant_shift(src: str, dst: str) -> int:
         return getattr(fmt, src).frac + fmt.weight.frac - getattr(fmt, dst).frac
 
@@ -280,23 +267,9 @@ def derive(cfg: DesignConfig) -> Derived:
         "KEY_BLOCK": (key_block, "keys per streaming-softmax block"),
         "AXI_BITS": (hardware.axi_data_bits, "m_axi data width"),
         # tiles and padded sizes
-        "IT_PATCH": (in_tiles(patch_dim), "in-tiles of the patch matmul"),
         "IT_DIM": (in_tiles(dim), "in-tiles of dim"),
-        "IT_MLP": (in_tiles(mlp_hidden), "in-tiles of the dense hidden layer"),
         "IT_EH": (in_tiles(expert_hidden), "in-tiles of an expert hidden layer"),
-        "OT_DIM": (out_tiles(dim), "out-tiles of dim"),
-        "OT_EXPERTS": (out_tiles(experts), "out-tiles of the router"),
-        "PATCH_DIM_P": (in_tiles(patch_dim) * mac_in, "patch vector padded to MAC_IN"),
-        "DIM_P": (in_tiles(dim) * mac_in, "dim padded to MAC_IN"),
-        "DIM_PO": (out_tiles(dim) * mac_out, "dim padded to MAC_OUT"),
         "EH_PO": (out_tiles(expert_hidden) * mac_out, "expert hidden padded to MAC_OUT"),
-        "EH_BUF": (
-            max(in_tiles(expert_hidden) * mac_in, out_tiles(expert_hidden) * mac_out),
-            "expert hidden tile buffer width",
-        ),
-        "EXPERTS_PO": (out_tiles(experts) * mac_out, "experts padded to MAC_OUT"),
-        "WBUF_TILES": (max(wbuf_tiles), "shared weight buffer: tiles of the largest dense matrix"),
-        "WBUF_OUT": (max(wbuf_out), "shared bias buffer: the largest padded output count"),
         "EW1_TILES": (out_tiles(expert_hidden) * in_tiles(dim), "tiles of an expert's fc1"),
         "EW2_TILES": (out_tiles(dim) * in_tiles(expert_hidden), "tiles of an expert's fc2"),
         # formats

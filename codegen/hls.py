@@ -102,7 +102,8 @@ def cosim_plan(cfg: DesignConfig) -> tuple[str, str]:
     """(testbench arguments, why) for run_hls.tcl's co-simulation: the whole backbone in one call when its
     modeled cycles fit :data:`COSIM_CYCLE_BUDGET`, else layers 0 … L (``--through L``) for the largest L whose
     cycles fit (at least the embedding)."""
-    layers = list(evaluate(cfg).by_layer().values())
+    rep = evaluate(cfg)
+    layers = list(rep.by_layer().values())
     total, through = 0, 0
     for i, parts in enumerate(layers):
         total += sum(parts.values())
@@ -111,7 +112,7 @@ def cosim_plan(cfg: DesignConfig) -> tuple[str, str]:
         through = i
     else:
         return "--no-layers", f"the whole backbone in one call per case (≈ {total:,} modeled cycles)"
-    return (f"--through {through}", f"layers 0 … {through} only: the whole backbone (≈ {evaluate(cfg).cycles:,} "
+    return (f"--through {through}", f"layers 0 … {through} only: the whole backbone (≈ {rep.cycles:,} "
             f"modeled cycles) would not finish in RTL simulation; m3vit csim checks every layer in C")
 
 

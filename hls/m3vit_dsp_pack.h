@@ -109,22 +109,7 @@ inline dsp_ad_t dsp_pack_ad(typename sint<WB>::t w_hi, typename sint<WB>::t w_lo
 #endif
 }
 
-// One DSP step: P + AD · a, the 45-bit product added into the 48-bit accumulator (mod 2^48).
-template <int WB, int AB>
-inline dsp_p_t dsp_pack_madd(dsp_p_t p, dsp_ad_t ad, typename sint<AB>::t a) {
-#pragma HLS INLINE
-    (void)sizeof(dsp_pack_check<WB, AB>);
-#ifdef M3VIT_AP_TYPES
-    const dsp_m_t m = ad * dsp_b_t(a);
-    return dsp_p_t(p + m);
-#else
-    const dsp_m_t m = dsp_wrap<DSP_M_BITS>(int64_t(ad) * int64_t(a));
-    return dsp_p_t(dsp_wrap<DSP_P_BITS>(int64_t(p) + m));
-#endif
-}
-
-// One DSP step with any operands that fit the ports: P + AD · B (mod 2^48), AD ≤ 27 bits, B ≤ 18 bits. The
-// packed step above is this step with AD = dsp_pack_ad(w_hi, w_lo).
+// One DSP step with any operands that fit the ports: P + AD · B (mod 2^48), AD ≤ 27 bits, B ≤ 18 bits.
 inline dsp_p_t dsp_madd(dsp_p_t p, dsp_ad_t ad, dsp_b_t b) {
 #pragma HLS INLINE
 #ifdef M3VIT_AP_TYPES
@@ -134,6 +119,14 @@ inline dsp_p_t dsp_madd(dsp_p_t p, dsp_ad_t ad, dsp_b_t b) {
     const dsp_m_t m = dsp_wrap<DSP_M_BITS>(int64_t(ad) * int64_t(b));
     return dsp_p_t(dsp_wrap<DSP_P_BITS>(int64_t(p) + m));
 #endif
+}
+
+// One packed DSP step: P + AD · a (mod 2^48), checked for the packing's operand widths.
+template <int WB, int AB>
+inline dsp_p_t dsp_pack_madd(dsp_p_t p, dsp_ad_t ad, typename sint<AB>::t a) {
+#pragma HLS INLINE
+    (void)sizeof(dsp_pack_check<WB, AB>);
+    return dsp_madd(p, ad, dsp_b_t(a));
 }
 
 // A single packed product: P = (w_hi·2^18 + w_lo) · a.

@@ -9,14 +9,6 @@
 
 namespace m3vit {
 
-// moe_output(a, res, m, x, nsat): an MoE block's output for one element (docs/numerics.md §11): the MoE
-// value m = REQ_act(A, 15) and the block output x = SAT_act(attn_res + m); clamps count in nsat.
-inline void moe_output(cfg::moe_sum_t a, cfg::act_t res, cfg::act_t& m, cfg::act_t& x, uint32_t& nsat) {
-    using namespace cfg;
-    m = act_t(req<PROB_FRAC, ACT_BITS>(i64(a), nsat));
-    x = act_t(sat_bits<ACT_BITS>(res_t(res_t(res) + res_t(m)), nsat));
-}
-
 // layernorm_tile(src, stride, nt, g, b, a, tap, nsat): rows src + t·stride (act lanes), t < nt, into
 // a[t][0 … DIM) (norm values) and the norm rows tap + t·STR_NORM (norm lanes).
 // Latency ≈ nt·(DIM / act lanes) + nt + 100 (ISQRT and RECIP pipelined over rows) + nt·(DIM / norm lanes).

@@ -156,7 +156,6 @@ struct Queues {
     int start[cfg::EXPERTS + 1];                 // expert e's queue is [start[e], start[e+1])
     int used[cfg::EXPERTS];                      // experts with a non-empty queue, ascending
     int n_used;
-    uint64_t base[cfg::EXPERTS];                 // each expert's word offset (the layer's expert map)
 };
 
 // The MoE accumulators A[token][c] = Σ y·g (exact, on chip, in kv_or_acc: m3vit_kv_or_acc.h) are written by
@@ -196,8 +195,8 @@ inline void read_expert_map(const cfg::word_t* weights, int b, Routing& rt) {
 }
 
 // ------------------------------------------------------------------------------------------ scheduler
-// job_list(stage, qs, jobs, n_jobs): the jobs of a stage in order.
-inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
+// job_list(stage, qs, rt, jobs): the jobs of a stage in order (an expert's weights at its expert-map offset).
+inline int job_list(int stage, const Queues& qs, const Routing& rt, Job jobs[cfg::MAX_JOBS]) {
     using namespace cfg;
     int n = 0;
     if (stage == ST_EXPERTS) {
@@ -213,7 +212,7 @@ inline int job_list(int stage, const Queues& qs, Job jobs[cfg::MAX_JOBS]) {
             jobs[n].expert = e;
             jobs[n].q0 = qs.start[e];
             jobs[n].n = qs.start[e + 1] - qs.start[e];
-            jobs[n].base = qs.base[e];
+            jobs[n].base = rt.base[e];
             n++;
         }
         return n;
@@ -649,11 +648,12 @@ KV_STORE:
         for (int wi = 0; wi < MAC_IN / KV_PER_WORD; wi++) {
 #pragma HLS UNROLL
             const int c1 = c + wi * KV_PER_WORD, col = c0 + c1;
+            const bool in = c1 < nc;  // nc is a multiple of KV_PER_WORD: the word is all in or all out
             qkv_t v[KV_PER_WORD];
-            for (int j = 0; j < KV_PER_WORD; j++) v[j] = qkv_t(y[c1 + j]);
-            if (c1 < nc && col >= DIM && col < 2 * DIM) k_write(kv, tok, col - DIM, v);
-            for (int j = 0; j < KV_PER_WORD; j++)
-                if (c1 < nc && col >= 2 * DIM && col < 3 * DIM) kv.vrows[t][col - 2 * DIM + j] = v[j];
+            for (int j = 0; j < KV_PER_WORD; j++) v[j] = in ? qkv_t(y[c1 + j]) : qkv_t(0);
+            if (in && col >= DIM && col < 2 * DIM) k_write(kv, tok, col - DIM, v);
+            if (in && col >= 2 * DIM && col < 3 * DIM)
+                for (int j = 0; j < KV_PER_WORD; j++) kv.vrows[t][col - 2 * DIM + j] = v[j];
         }
     }
 }
@@ -759,6 +759,14 @@ RES_ADD:
     }
 }
 
+// moe_output(a, res, m, x, nsat): an MoE block's output for one element (docs/numerics.md §11): the MoE
+// value m = REQ_act(A, 15) and the block output x = SAT_act(attn_res + m); clamps count in nsat.
+inline void moe_output(cfg::moe_sum_t a, cfg::act_t res, cfg::act_t& m, cfg::act_t& x, uint32_t& nsat) {
+    using namespace cfg;
+    m = act_t(req<PROB_FRAC, ACT_BITS>(i64(a), nsat));
+    x = act_t(sat_bits<ACT_BITS>(res_t(res_t(res) + res_t(m)), nsat));
+}
+
 // moe_final_row(kv, tok, res, mlp, x, nsat): mlp = REQ_act(A, 15) and x = SAT_act(attn_res + mlp) for token
 // tok's accumulator row, one AXI word of each per cycle.
 inline void moe_final_row(const KvOrAcc& kv, int tok, const cfg::word_t* res, cfg::word_t* mlp, cfg::word_t* x,
@@ -841,7 +849,7 @@ WRITER_JOBS:
                     for (int c0 = 0; c0 < DIM; c0 += OUT_LANES) {
 #pragma HLS PIPELINE II = 1
                         M3VIT_LEDGER_PIPELINE(MOE_ACC, c0 == 0, 1, 4);
-                        for (int wi = 0; wi < (OUT_LANES + 1) / 2 + (OUT_LANES & 1); wi++) {
+                        for (int wi = 0; wi < (OUT_LANES + 1) / 2; wi++) {  // the words lanes c0 … c0 + OUT_LANES touch
 #pragma HLS UNROLL
                             const int i = (c0 >> 1) + wi;  // the word of columns 2i, 2i + 1
                             if (2 * i < DIM && 2 * i < c0 + OUT_LANES) {
@@ -906,7 +914,7 @@ inline void run_stage(int stage, int b, unsigned task, const cfg::word_t* weight
                       SatCounters& sat) {
     using namespace cfg;
     Job jobs[MAX_JOBS];
-    const int n_jobs = job_list(stage, qs, jobs);
+    const int n_jobs = job_list(stage, qs, rt, jobs);
     if (stage == ST_ROUTER) {
         read_expert_map(weights, b, rt);
         for (int e = 0; e < EXPERTS; e++) rt.count[e] = 0;

@@ -17,8 +17,8 @@
 namespace m3vit {
 
 // build_queues(rt, qs): a counting sort of the routing into per-expert queues (ascending token order
-// within each queue), the list of used experts (never a pruned one: its count stays 0) and their weight
-// offsets. T·K + N cycles (slots k ≥ K' are skipped).
+// within each queue) and the list of used experts (never a pruned one: its count stays 0). T·K + N cycles
+// (slots k ≥ K' are skipped).
 inline void build_queues(const Routing& rt, Queues& qs) {
     using namespace cfg;
     M3VIT_LEDGER_PROCESS("build_queues");
@@ -32,7 +32,6 @@ RT_OFFSETS:
         M3VIT_LEDGER_PIPELINE(RT_OFFSETS, e == 0, 1, 3);
         qs.start[e + 1] = qs.start[e] + rt.count[e];
         fill[e] = qs.start[e];
-        qs.base[e] = rt.base[e];
         if (rt.count[e] > 0) qs.used[qs.n_used++] = e;
     }
 RT_FILL:

@@ -99,24 +99,22 @@ def run_pruned(d: Design, task: str, layers: dict) -> None:
     assert all(e in kept[b].experts for b, e in fetched), "a pruned expert was fetched"
 
 
-def test_tiny_every_task_every_plan(designs) -> None:  # noqa: F811
-    d = designs("tiny")
+def run_every_plan(d) -> None:
+    """:func:`run_pruned` for every plan of :func:`plans` and every task, failures naming the plan and task."""
     for name, plan in plans(d.cfg).items():
         for task, layers in plan.items():
             try:
                 run_pruned(d, task, layers)
             except AssertionError as err:
                 raise AssertionError(f"plan {name}, task {task}: {err}") from None
+
+
+def test_tiny_every_task_every_plan(designs) -> None:  # noqa: F811
+    run_every_plan(designs("tiny"))
 
 
 def test_reduced_preset_every_task(designs) -> None:  # noqa: F811
-    d = designs("m3vit_small_pascal_dse", **REDUCED)
-    for name, plan in plans(d.cfg).items():
-        for task, layers in plan.items():
-            try:
-                run_pruned(d, task, layers)
-            except AssertionError as err:
-                raise AssertionError(f"plan {name}, task {task}: {err}") from None
+    run_every_plan(designs("m3vit_small_pascal_dse", **REDUCED))
 
 
 def test_full_map_is_todays_image(tiny) -> None:
